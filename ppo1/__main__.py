@@ -1,0 +1,3 @@
+from ppo1.cli import main
+
+main()

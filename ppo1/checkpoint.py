@@ -1,0 +1,65 @@
+"""Checkpoints: complete (model, optimizer, schedule, counters, RNG, config), atomic, safe to load."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppo1.config import ConfigError
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the old one."""
+    state = {"format_version": FORMAT_VERSION, **state}
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give it the usual file mode
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path) -> dict[str, Any]:
+    """weights_only loading: a checkpoint someone sent you cannot run code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"cannot load checkpoint {path} ({first[:160]}); move it aside or use --fresh"
+        ) from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise ConfigError(f"{path} is not a ppo1 checkpoint; move it aside or use --fresh")
+    return state
+
+
+def check_compatible(saved: dict, wanted: dict, path: Path) -> None:
+    """Refuse a checkpoint of another game, network or observation shape, naming the mismatch."""
+    from ppo1.envs import parse_env_name
+
+    pairs = {
+        "game": [parse_env_name(c["env_name"]).title for c in (saved, wanted)],
+        "--model_type": [saved["model_type"], wanted["model_type"]],
+        "frame stacking": [saved["frame_stacking"], wanted["frame_stacking"]],
+    }
+    for what, (a, b) in pairs.items():
+        if a != b:
+            raise ConfigError(
+                f"checkpoint {path} has {what} {a}, not {b}; use another --model_name or --fresh"
+            )

@@ -1,0 +1,184 @@
+"""The run configuration: one typed dataclass, named presets, validation, JSON save/load."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """Bad user input. The CLI prints it as one line and exits with status 2."""
+
+
+@dataclass
+class Config:
+    env_name: str = "PongNoFrameskip-v4"
+    """Atari game: PongNoFrameskip-v4 (no sticky actions), ALE/Pong-v5 (sticky actions 0.25) or Pong."""
+    preset: str = "ppo-paper"
+    """Named defaults: ppo-paper (PPO paper Table 5) or baselines-ppo1 (baselines run_atari.py)."""
+    env_steps: int = 10_000_000
+    """Total agent steps over all envs and ranks (1 agent step = 4 frames); schedules anneal over it."""
+    num_envs: int = 8
+    """Environments stepped by each process, with one batched forward pass per step."""
+    timesteps_per_actorbatch: int = 128
+    """Horizon: steps per env (actor) per iteration."""
+    gamma: float = 0.99
+    """Discount factor."""
+    lam: float = 0.95
+    """GAE lambda."""
+    epsilon: float = 0.1
+    """PPO clip parameter (annealed to 0 with the linear schedule)."""
+    ent_coef: float = 0.01
+    """Entropy bonus coefficient."""
+    optim_epochs: int = 3
+    """Passes over each iteration's batch."""
+    optim_stepsize: float = 2.5e-4
+    """Adam learning rate (annealed to 0 with the linear schedule)."""
+    optim_batchsize: int = 32
+    """Minibatch size per actor: each gradient step uses num_envs x this many samples."""
+    schedule: str = "linear"
+    """linear: anneal learning rate and clip parameter to 0 over env_steps; constant: keep them."""
+    model_type: str = "small"
+    """small: the A3C network of the PPO paper; large: the Nature DQN network."""
+    frame_stacking: bool = True
+    """Stack the last 4 frames (turn off with --no_frame_stacking, as baselines ppo1)."""
+    episode_life: bool = True
+    """Training only: end the episode (not the game) on a life loss."""
+    clip_rewards: bool = True
+    """Training only: sign-clip rewards; logged scores stay the real game score."""
+    seed: int = 0
+    """Seed of torch and of the environments (env i of rank r gets seed + 10000 r + i)."""
+    model_name: str = ""
+    """Run folder name under checkpoint_dir; empty means <Game>-<preset>."""
+    checkpoint_dir: str = "checkpoints"
+    """Folder holding the run folders."""
+    asset_dir: str = "assets"
+    """Folder for videos and GIFs."""
+    save_interval: int = 10
+    """Write a checkpoint every this many iterations (and at the end and on interrupt)."""
+    device: str = "auto"
+    """auto (cuda if available), cpu or cuda."""
+    torch_threads: int = 0
+    """Torch intra-op threads; 0 picks the number of cores."""
+    env_threads: int = 0
+    """ale-py emulator threads; 0 picks the number of cores."""
+
+    @property
+    def run_name(self) -> str:
+        from ppo1.envs import parse_env_name
+
+        return self.model_name or f"{parse_env_name(self.env_name).title}-{self.preset}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.checkpoint_dir) / self.run_name
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per iteration in one process."""
+        return self.num_envs * self.timesteps_per_actorbatch
+
+    @property
+    def minibatch_size(self) -> int:
+        """Samples per gradient step in one process."""
+        return self.num_envs * self.optim_batchsize
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+PRESETS: dict[str, dict] = {
+    # PPO paper (Schulman et al. 2017) Table 5, the seed's defaults; 40M frames = 10M agent steps.
+    "ppo-paper": {},
+    # baselines/ppo1/run_atari.py: horizon 256, clip 0.2, 4 epochs, lr 1e-3, minibatch 64,
+    # cnn_policy kind="large", wrap_deepmind without frame stack.
+    "baselines-ppo1": dict(
+        timesteps_per_actorbatch=256,
+        epsilon=0.2,
+        optim_epochs=4,
+        optim_stepsize=1e-3,
+        optim_batchsize=64,
+        model_type="large",
+        frame_stacking=False,
+    ),
+}
+
+CHOICES = {
+    "preset": tuple(PRESETS),
+    "schedule": ("linear", "constant"),
+    "model_type": ("small", "large"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
+def field_docs() -> dict[str, str]:
+    """Each field's docstring (the string literal under it), for --help."""
+    tree = ast.parse(inspect.getsource(Config))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
+            docs[node.target.id] = nxt.value.value
+    return docs
+
+
+def resolve(overrides: dict, base: dict | None = None) -> Config:
+    """Defaults < preset < base (a saved config) < overrides (flags given), then validate."""
+    preset = overrides.get("preset") or (base or {}).get("preset") or "ppo-paper"
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **(base or {}), **overrides, "preset": preset}
+    cfg = Config.from_dict(values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError with a one-line message for any nonsensical setting."""
+    from ppo1.envs import parse_env_name
+
+    parse_env_name(cfg.env_name)
+    for name, options in CHOICES.items():
+        if getattr(cfg, name) not in options:
+            raise ConfigError(f"--{name} must be one of {', '.join(options)}")
+    positive = ["env_steps", "num_envs", "timesteps_per_actorbatch", "optim_epochs"]
+    positive += ["optim_batchsize", "save_interval"]
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
+    for name in ["torch_threads", "env_threads", "seed"]:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name} must be 0 or more, got {getattr(cfg, name)}")
+    if not 0.0 < cfg.gamma <= 1.0:
+        raise ConfigError(f"--gamma must be in (0, 1], got {cfg.gamma}")
+    if not 0.0 <= cfg.lam <= 1.0:
+        raise ConfigError(f"--lam must be in [0, 1], got {cfg.lam}")
+    if not 0.0 < cfg.epsilon < 1.0:
+        raise ConfigError(f"--epsilon must be in (0, 1), got {cfg.epsilon}")
+    if not 0.0 <= cfg.ent_coef < 1.0:
+        raise ConfigError(f"--ent_coef must be in [0, 1), got {cfg.ent_coef}")
+    if not 0.0 < cfg.optim_stepsize < 1.0:
+        raise ConfigError(f"--optim_stepsize must be in (0, 1), got {cfg.optim_stepsize}")
+    if cfg.optim_batchsize > cfg.timesteps_per_actorbatch:
+        raise ConfigError(
+            f"--optim_batchsize {cfg.optim_batchsize} is larger than the per-actor batch "
+            f"--timesteps_per_actorbatch {cfg.timesteps_per_actorbatch}"
+        )
+    if cfg.model_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.model_name):
+        raise ConfigError(
+            f"--model_name {cfg.model_name!r} may hold only letters, digits, '.', '_' and '-' "
+            "(no path separators or '..')"
+        )

@@ -1,0 +1,123 @@
+"""Experience collection (baselines pposgd_simple.traj_segment_generator) and GAE.
+
+One batched forward pass per step for all N envs, into preallocated storage. Shapes: T is the
+horizon (timesteps_per_actorbatch), N the number of envs in this process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ppo1.envs import AtariVecEnv
+from ppo1.policies import CnnPolicy
+
+
+@dataclass
+class Segment:
+    """One iteration's experience. All tensors are (T, N) unless noted."""
+
+    obs: torch.Tensor  # (T, N, C, 84, 84) uint8
+    actions: torch.Tensor  # int64
+    log_probs: torch.Tensor  # log pi_old(a|s), stored at collection time: no second network
+    values: torch.Tensor  # V(s) at collection time
+    rewards: torch.Tensor  # clipped; plus gamma * V(final obs) where the time limit cut it
+    dones: torch.Tensor  # 1.0 where the episode ended after this step
+    last_values: torch.Tensor  # (N,) V of the observation after the last step
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None  # TD(lambda) returns: advantages + values
+    scores: list[float] = field(default_factory=list)  # real scores of games ended
+    lengths: list[int] = field(default_factory=list)
+    clipped_returns: list[float] = field(default_factory=list)
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    last_values: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE(lambda) advantages and TD(lambda) returns (baselines add_vtarg_and_adv), all envs at once.
+
+    delta_t = r_t + gamma V(s_t+1) (1 - done_t) - V(s_t);  A_t = delta_t + gamma lam (1 - done_t) A_t+1
+    """
+    T = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    next_adv = torch.zeros_like(last_values)
+    next_values = last_values
+    for t in reversed(range(T)):
+        nonterminal = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_values * nonterminal - values[t]
+        next_adv = delta + gamma * lam * nonterminal * next_adv
+        advantages[t] = next_adv
+        next_values = values[t]
+    return advantages, advantages + values
+
+
+class Rollout:
+    """Steps the envs with the current policy; keeps the envs' state between iterations."""
+
+    def __init__(
+        self,
+        env: AtariVecEnv,
+        policy: CnnPolicy,
+        horizon: int,
+        gamma: float,
+        device: torch.device,
+    ):
+        self.env, self.policy, self.horizon, self.gamma = env, policy, horizon, gamma
+        self.device = device
+        T, N = horizon, env.num_envs
+        self.obs = torch.zeros((T, N, *env.observation_shape), dtype=torch.uint8, device=device)
+        self.actions = torch.zeros((T, N), dtype=torch.int64, device=device)
+        self.log_probs = torch.zeros((T, N), device=device)
+        self.values = torch.zeros((T, N), device=device)
+        self.rewards = torch.zeros((T, N), device=device)
+        self.dones = torch.zeros((T, N), device=device)
+        self.next_obs = torch.from_numpy(env.reset()).to(device)
+        self.timings: dict[str, float] = defaultdict(float)
+
+    def collect(self, should_stop=lambda: False) -> Segment | None:
+        """Run T steps in every env; None if should_stop() became true on the way."""
+        seg = Segment(
+            self.obs, self.actions, self.log_probs, self.values, self.rewards, self.dones, None
+        )
+        for t in range(self.horizon):
+            if should_stop():
+                return None
+            t0 = time.perf_counter()
+            self.obs[t] = self.next_obs
+            actions, log_probs, values = self.policy.act(self.next_obs)
+            actions_np = actions.cpu().numpy()
+            t1 = time.perf_counter()
+            step = self.env.step(actions_np)
+            t2 = time.perf_counter()
+            rewards = torch.from_numpy(step.rewards)
+            if step.truncated.any():
+                # Time limit is not death: bootstrap from the value of the final observation
+                # (SB3 on_policy_algorithm.py). baselines treats it as a terminal state.
+                idx = np.flatnonzero(step.truncated)
+                final = torch.from_numpy(step.final_obs[idx]).to(self.device)
+                _, _, final_values = self.policy.act(final)
+                rewards[idx] += self.gamma * final_values.cpu()
+            self.actions[t] = actions
+            self.log_probs[t] = log_probs
+            self.values[t] = values
+            self.rewards[t] = rewards.to(self.device)
+            self.dones[t] = torch.from_numpy(step.dones).to(self.device)
+            self.next_obs = torch.from_numpy(step.obs).to(self.device)
+            seg.scores += step.scores
+            seg.lengths += step.lengths
+            seg.clipped_returns += step.clipped_returns
+            self.timings["env"] += t2 - t1
+            self.timings["inference"] += t1 - t0 + time.perf_counter() - t2
+        t0 = time.perf_counter()
+        seg.last_values = self.policy.act(self.next_obs)[2]
+        self.timings["inference"] += time.perf_counter() - t0
+        return seg

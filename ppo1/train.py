@@ -1,0 +1,247 @@
+"""The training loop: collect, update, log, checkpoint; resume where a run stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ppo1 import checkpoint
+from ppo1.config import Config, ConfigError, resolve
+from ppo1.envs import AtariVecEnv, default_threads, parse_env_name
+from ppo1.learner import lr_multiplier, update
+from ppo1.logger import Logger, MonitorWriter, drop_rows_after, monitor_name
+from ppo1.policies import CnnPolicy
+from ppo1.rollout import Rollout
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def nanmean(xs) -> float:
+    return float(np.mean(xs)) if len(xs) else float("nan")
+
+
+class StopFlag:
+    """First Ctrl-C or SIGTERM asks the loop to save and exit; a second Ctrl-C kills at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.signal_name = ""
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def env_seed(cfg: Config, rank: int, iterations: int) -> int:
+    """baselines: seed + 10000 * rank; a resumed run draws fresh games from (seed, rank, iter)."""
+    if iterations == 0:
+        return cfg.seed + 10000 * rank
+    return int(np.random.SeedSequence([cfg.seed, rank, iterations]).generate_state(1)[0] >> 2)
+
+
+def train(cfg: Config, resume: dict | None = None, rank: int = 0, world_size: int = 1) -> dict:
+    """Train until cfg.env_steps agent steps (over all ranks) or a stop signal. Returns counters."""
+    run_dir: Path = cfg.run_dir
+    device = pick_device(cfg.device)
+    torch.set_num_threads(cfg.torch_threads or default_threads())
+    torch.manual_seed(cfg.seed + 10000 * rank)
+    counters = dict(timesteps=0, iterations=0, episodes=0, elapsed=0.0)
+    recent = {k: deque(maxlen=100) for k in ("scores", "lengths", "clipped")}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if resume is not None:
+        counters.update(resume["counters"])
+        for k, v in resume["recent"].items():
+            recent[k].extend(v)
+
+    env = AtariVecEnv(
+        parse_env_name(cfg.env_name),
+        cfg.num_envs,
+        seed=env_seed(cfg, rank, counters["iterations"]),
+        frame_stack=cfg.frame_stacking,
+        episode_life=cfg.episode_life,
+        clip_rewards=cfg.clip_rewards,
+        threads=cfg.env_threads,
+    )
+    policy = CnnPolicy(env.observation_shape[0], env.num_actions, cfg.model_type).to(device)
+    # The seed's deviation: torch Adam with eps 1e-5 instead of baselines' MpiAdam (eps 1e-8).
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)
+    if resume is not None:
+        if resume["num_actions"] != env.num_actions:
+            raise ConfigError(
+                f"checkpoint has {resume['num_actions']} actions, {cfg.env_name} has "
+                f"{env.num_actions}; use another --model_name or --fresh"
+            )
+        policy.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        generator.set_state(resume["rng"]["generator"])
+
+    def state() -> dict:
+        return dict(
+            model=policy.state_dict(),
+            optimizer=optimizer.state_dict(),
+            config=cfg.to_dict(),
+            counters=dict(counters),
+            recent={k: list(v) for k, v in recent.items()},
+            rng=dict(torch=torch.get_rng_state(), generator=generator.get_state()),
+            num_actions=env.num_actions,
+            observation_shape=list(env.observation_shape),
+        )
+
+    monitor = MonitorWriter(run_dir / monitor_name(rank), cfg.env_name)
+    logger = Logger(run_dir, cfg.env_steps, counters["timesteps"]) if rank == 0 else None
+    rollout = Rollout(env, policy, cfg.timesteps_per_actorbatch, cfg.gamma, device)
+    stop = StopFlag()
+    session_start, session_steps = time.perf_counter(), counters["timesteps"]
+    elapsed_at_start = counters["elapsed"]
+    ckpt_path = run_dir / checkpoint.CHECKPOINT
+    try:
+        while counters["timesteps"] < cfg.env_steps and not stop():
+            t_iter = time.perf_counter()
+            rollout.timings.clear()
+            lrmult = lr_multiplier(counters["timesteps"], cfg.env_steps, cfg.schedule)
+            seg = rollout.collect(should_stop=stop)
+            if seg is None:
+                break  # interrupted mid-collection: the partial batch is dropped
+            t_update = time.perf_counter()
+            stats = update(
+                policy,
+                optimizer,
+                seg,
+                lrmult=lrmult,
+                optim_stepsize=cfg.optim_stepsize,
+                epsilon=cfg.epsilon,
+                ent_coef=cfg.ent_coef,
+                gamma=cfg.gamma,
+                lam=cfg.lam,
+                optim_epochs=cfg.optim_epochs,
+                minibatch_size=cfg.minibatch_size,
+                generator=generator,
+            )
+            now = time.perf_counter()
+            if not all(np.isfinite(v) for k, v in stats.items() if k != "ev_tdlam_before"):
+                raise FloatingPointError(
+                    f"non-finite loss at iteration {counters['iterations'] + 1}: {stats}; "
+                    f"the last good checkpoint is {ckpt_path}"
+                )
+            counters["timesteps"] += cfg.batch_size * world_size
+            counters["iterations"] += 1
+            counters["episodes"] += len(seg.scores)
+            counters["elapsed"] = elapsed_at_start + now - session_start
+            recent["scores"].extend(seg.scores)
+            recent["lengths"].extend(seg.lengths)
+            recent["clipped"].extend(seg.clipped_returns)
+            monitor.write(seg.scores, seg.lengths, counters["elapsed"])
+            if logger is not None:
+                sps = (counters["timesteps"] - session_steps) / (now - session_start)
+                row = dict(stats)
+                row.update(
+                    EpLenMean=nanmean(recent["lengths"]),
+                    EpRewMean=nanmean(recent["scores"]),
+                    EpRewMeanClipped=nanmean(recent["clipped"]),
+                    EpThisIter=len(seg.scores),
+                    EpisodesSoFar=counters["episodes"],
+                    TimestepsSoFar=counters["timesteps"],
+                    Iteration=counters["iterations"],
+                    TimeElapsed=round(counters["elapsed"], 2),
+                    StepsPerSecond=round(sps, 1),
+                    TimeEnv=round(rollout.timings["env"], 4),
+                    TimeInference=round(rollout.timings["inference"], 4),
+                    TimeUpdate=round(now - t_update, 4),
+                    TimeIteration=round(now - t_iter, 4),
+                )
+                logger.dump(row, counters["timesteps"])
+                logger.progress(counters["timesteps"], sps, row["EpRewMean"])
+                if counters["iterations"] % cfg.save_interval == 0:
+                    checkpoint.save(ckpt_path, state())
+        if logger is not None:
+            checkpoint.save(ckpt_path, state())
+            if stop():
+                logger.info(
+                    f"{stop.signal_name}: saved {ckpt_path} at step {counters['timesteps']}; "
+                    "run the same command again to resume"
+                )
+            else:
+                logger.info(f"done: {counters['timesteps']} steps; saved {ckpt_path}")
+    finally:
+        stop.restore()
+        monitor.close()
+        if logger is not None:
+            logger.close()
+        env.close()
+    return counters
+
+
+def check_writable(run_dir: Path) -> None:
+    """The run folder, or its nearest existing parent, must be a writable folder."""
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"cannot create run folder {run_dir}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write to {existing}; pick another --checkpoint_dir")
+
+
+def start(overrides: dict, fresh: bool = False, rank: int = 0, world_size: int = 1) -> dict:
+    """Resolve the config (resuming the run folder's checkpoint if there is one) and train.
+
+    Every check that can fail on bad input runs before anything is written.
+    """
+    cfg = resolve(overrides)
+    check_writable(cfg.run_dir)
+    path = cfg.run_dir / checkpoint.CHECKPOINT
+    resume = None
+    if path.exists() and not fresh:
+        resume = checkpoint.load(path)
+        saved = resume["config"]
+        cfg = resolve(overrides, base=saved)
+        checkpoint.check_compatible(saved, cfg.to_dict(), path)
+    pick_device(cfg.device)
+    messages = []
+    if fresh and cfg.run_dir.exists():
+        aside = cfg.run_dir.with_name(f"{cfg.run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        if rank == 0:
+            cfg.run_dir.rename(aside)
+        messages.append(f"--fresh: moved the old run folder to {aside}")
+    if resume is not None:
+        c = resume["counters"]
+        changed = [
+            f"{k}: {v!r} -> {getattr(cfg, k)!r}"
+            for k, v in resume["config"].items()
+            if getattr(cfg, k, v) != v
+        ]
+        messages.append(
+            f"resuming {path} at step {c['timesteps']} (iteration {c['iterations']})"
+            + (f"; changed: {', '.join(changed)}" if changed else "")
+        )
+    if rank == 0:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        c = resume["counters"] if resume else {"timesteps": 0, "elapsed": 0.0}
+        drop_rows_after(cfg.run_dir, c["timesteps"], c["elapsed"])
+        cfg.save(cfg.run_dir / "config.json")
+        for m in messages:
+            print(m, flush=True)
+        print(f"run folder {cfg.run_dir}; preset {cfg.preset}; {cfg.env_name}", flush=True)
+    return train(cfg, resume, rank, world_size)
