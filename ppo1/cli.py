@@ -106,9 +106,7 @@ def run(argv: list[str]) -> int:
         from ppo1.train import start
 
         fresh = args.fresh
-        overrides = {
-            k: v for k, v in vars(args).items() if v is not None and k not in ("command", "fresh")
-        }
+        overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "fresh")}
         start(overrides, fresh=fresh)
     return 0
 

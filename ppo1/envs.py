@@ -155,9 +155,7 @@ class AtariVecEnv:
             make = functools.partial(
                 make_gym_env, spec, frame_stack=frame_stack, noop_max=noop_max, sticky=sticky
             )
-            self.vec = gym.vector.SyncVectorEnv(
-                [make] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP
-            )
+            self.vec = gym.vector.SyncVectorEnv([make] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
         else:
             raise ValueError(f"unknown backend {backend!r}")
         self.observation_shape: tuple[int, ...] = self.vec.single_observation_space.shape

@@ -91,9 +91,7 @@ def update(
     moments(x) gives the mean and std used to standardize advantages (global under
     torch.distributed); reduce_grads() averages gradients across ranks before each step.
     """
-    seg.advantages, seg.returns = compute_gae(
-        seg.rewards, seg.values, seg.dones, seg.last_values, gamma, lam
-    )
+    seg.advantages, seg.returns = compute_gae(seg.rewards, seg.values, seg.dones, seg.last_values, gamma, lam)
     T, N = seg.rewards.shape
     B = T * N
     obs = seg.obs.reshape(B, *seg.obs.shape[2:])

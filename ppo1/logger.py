@@ -112,9 +112,7 @@ class Logger:
             if self.fieldnames is None:
                 self.fieldnames = list(row)
                 csv.writer(self.csv_file).writerow(self.fieldnames)
-            self.csv_writer = csv.DictWriter(
-                self.csv_file, fieldnames=self.fieldnames, extrasaction="ignore"
-            )
+            self.csv_writer = csv.DictWriter(self.csv_file, fieldnames=self.fieldnames, extrasaction="ignore")
         self.csv_writer.writerow(row)
         self.csv_file.flush()
         for k, v in row.items():

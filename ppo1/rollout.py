@@ -85,9 +85,7 @@ class Rollout:
 
     def collect(self, should_stop=lambda: False) -> Segment | None:
         """Run T steps in every env; None if should_stop() became true on the way."""
-        seg = Segment(
-            self.obs, self.actions, self.log_probs, self.values, self.rewards, self.dones, None
-        )
+        seg = Segment(self.obs, self.actions, self.log_probs, self.values, self.rewards, self.dones, None)
         for t in range(self.horizon):
             if should_stop():
                 return None
