@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch.distributions import Categorical
 
-from ppo1.rollout import Segment, compute_gae
+from ppo1.rollout import Segment
 
 
 def lr_multiplier(timesteps_so_far: int, total_timesteps: int, schedule: str) -> float:
@@ -78,20 +78,18 @@ def update(
     optim_stepsize: float,
     epsilon: float,
     ent_coef: float,
-    gamma: float,
-    lam: float,
     optim_epochs: int,
     minibatch_size: int,
     generator: torch.Generator,
     moments: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     reduce_grads: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """optim_epochs passes over shuffled minibatches of the segment. Returns the logged stats.
+    """optim_epochs passes over shuffled minibatches of the segment (advantages and returns
+    already computed). Returns the logged stats.
 
     moments(x) gives the mean and std used to standardize advantages (global under
     torch.distributed); reduce_grads() averages gradients across ranks before each step.
     """
-    seg.advantages, seg.returns = compute_gae(seg.rewards, seg.values, seg.dones, seg.last_values, gamma, lam)
     T, N = seg.rewards.shape
     B = T * N
     obs = seg.obs.reshape(B, *seg.obs.shape[2:])

@@ -17,7 +17,7 @@ from ppo1.envs import AtariVecEnv, default_threads, parse_env_name
 from ppo1.learner import lr_multiplier, update
 from ppo1.logger import Logger, MonitorWriter, drop_rows_after, monitor_name
 from ppo1.policies import CnnPolicy
-from ppo1.rollout import Rollout
+from ppo1.rollout import Rollout, compute_gae
 
 
 def pick_device(name: str) -> torch.device:
@@ -60,8 +60,15 @@ def env_seed(cfg: Config, rank: int, iterations: int) -> int:
     return int(np.random.SeedSequence([cfg.seed, rank, iterations]).generate_state(1)[0] >> 2)
 
 
-def train(cfg: Config, resume: dict | None = None, rank: int = 0, world_size: int = 1) -> dict:
-    """Train until cfg.env_steps agent steps (over all ranks) or a stop signal. Returns counters."""
+def train(
+    cfg: Config,
+    resume: dict | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    max_seconds: float | None = None,
+) -> dict:
+    """Train until cfg.env_steps agent steps (over all ranks), a stop signal, or max_seconds of
+    wall clock in this session (benchmarks use it). Returns the counters."""
     run_dir: Path = cfg.run_dir
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.torch_threads or default_threads())
@@ -118,12 +125,18 @@ def train(cfg: Config, resume: dict | None = None, rank: int = 0, world_size: in
     ckpt_path = run_dir / checkpoint.CHECKPOINT
     try:
         while counters["timesteps"] < cfg.env_steps and not stop():
+            if max_seconds is not None and time.perf_counter() - session_start > max_seconds:
+                break
             t_iter = time.perf_counter()
             rollout.timings.clear()
             lrmult = lr_multiplier(counters["timesteps"], cfg.env_steps, cfg.schedule)
             seg = rollout.collect(should_stop=stop)
             if seg is None:
                 break  # interrupted mid-collection: the partial batch is dropped
+            t_gae = time.perf_counter()
+            seg.advantages, seg.returns = compute_gae(
+                seg.rewards, seg.values, seg.dones, seg.last_values, cfg.gamma, cfg.lam
+            )
             t_update = time.perf_counter()
             stats = update(
                 policy,
@@ -133,8 +146,6 @@ def train(cfg: Config, resume: dict | None = None, rank: int = 0, world_size: in
                 optim_stepsize=cfg.optim_stepsize,
                 epsilon=cfg.epsilon,
                 ent_coef=cfg.ent_coef,
-                gamma=cfg.gamma,
-                lam=cfg.lam,
                 optim_epochs=cfg.optim_epochs,
                 minibatch_size=cfg.minibatch_size,
                 generator=generator,
@@ -168,6 +179,7 @@ def train(cfg: Config, resume: dict | None = None, rank: int = 0, world_size: in
                     StepsPerSecond=round(sps, 1),
                     TimeEnv=round(rollout.timings["env"], 4),
                     TimeInference=round(rollout.timings["inference"], 4),
+                    TimeGAE=round(t_update - t_gae, 4),
                     TimeUpdate=round(now - t_update, 4),
                     TimeIteration=round(now - t_iter, 4),
                 )
@@ -204,7 +216,13 @@ def check_writable(run_dir: Path) -> None:
         raise ConfigError(f"cannot write to {existing}; pick another --checkpoint_dir")
 
 
-def start(overrides: dict, fresh: bool = False, rank: int = 0, world_size: int = 1) -> dict:
+def start(
+    overrides: dict,
+    fresh: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    max_seconds: float | None = None,
+) -> dict:
     """Resolve the config (resuming the run folder's checkpoint if there is one) and train.
 
     Every check that can fail on bad input runs before anything is written.
@@ -244,4 +262,4 @@ def start(overrides: dict, fresh: bool = False, rank: int = 0, world_size: int =
         for m in messages:
             print(m, flush=True)
         print(f"run folder {cfg.run_dir}; preset {cfg.preset}; {cfg.env_name}", flush=True)
-    return train(cfg, resume, rank, world_size)
+    return train(cfg, resume, rank, world_size, max_seconds)
