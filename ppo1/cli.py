@@ -7,6 +7,7 @@ import sys
 from dataclasses import MISSING, fields
 
 from ppo1.config import CHOICES, PRESETS, Config, ConfigError, field_docs
+from ppo1.distributed import RankFailure
 
 
 class UsageError(Exception):
@@ -119,4 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         sub = argv[0] if argv and not argv[0].startswith("-") else ""
         print(f"ppo1{' ' + sub if sub else ''}: error: {e}", file=sys.stderr)
         code = 2
+    except (RankFailure, FloatingPointError) as e:  # the run stopped; its checkpoint is intact
+        print(f"ppo1: error: {e}", file=sys.stderr)
+        code = 1
     sys.exit(code)

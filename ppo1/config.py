@@ -67,6 +67,10 @@ class Config:
     """Torch intra-op threads; 0 picks the number of cores."""
     env_threads: int = 0
     """ale-py emulator threads; 0 picks the number of cores."""
+    sync_check_interval: int = 100
+    """Distributed: every this many iterations the ranks compare a parameter checksum."""
+    dist_timeout: float = 300.0
+    """Distributed: seconds a collective waits for the other ranks before the run stops."""
 
     @property
     def run_name(self) -> str:
@@ -155,13 +159,15 @@ def validate(cfg: Config) -> None:
         if getattr(cfg, name) not in options:
             raise ConfigError(f"--{name} must be one of {', '.join(options)}")
     positive = ["env_steps", "num_envs", "timesteps_per_actorbatch", "optim_epochs"]
-    positive += ["optim_batchsize", "save_interval"]
+    positive += ["optim_batchsize", "save_interval", "sync_check_interval"]
     for name in positive:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
     for name in ["torch_threads", "env_threads", "seed"]:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"--{name} must be 0 or more, got {getattr(cfg, name)}")
+    if cfg.dist_timeout <= 0:
+        raise ConfigError(f"--dist_timeout must be positive, got {cfg.dist_timeout}")
     if not 0.0 < cfg.gamma <= 1.0:
         raise ConfigError(f"--gamma must be in (0, 1], got {cfg.gamma}")
     if not 0.0 <= cfg.lam <= 1.0:

@@ -65,7 +65,8 @@ def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def standardize(advantages: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    # baselines: atarg = (atarg - atarg.mean()) / atarg.std(); the 1e-8 guards a constant batch.
+    # baselines: atarg = (atarg - atarg.mean()) / atarg.std() (numpy: population std); the 1e-8
+    # guards a constant batch.
     return (advantages - mean) / (std + 1e-8)
 
 
@@ -95,7 +96,7 @@ def update(
     obs = seg.obs.reshape(B, *seg.obs.shape[2:])
     actions, old_log_probs = seg.actions.reshape(B), seg.log_probs.reshape(B)
     advantages, returns = seg.advantages.reshape(B), seg.returns.reshape(B)
-    mean, std = moments(advantages) if moments else (advantages.mean(), advantages.std())
+    mean, std = moments(advantages) if moments else (advantages.mean(), advantages.std(correction=0))
     advantages = standardize(advantages, mean, std)
 
     clip = epsilon * lrmult  # pposgd_simple: clip_param = clip_param * lrmult

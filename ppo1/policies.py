@@ -62,10 +62,13 @@ class CnnPolicy(nn.Module):
         self.torso = nn.Sequential(*layers, nn.Flatten(), _dense(flat, hidden, 1.0), nn.ReLU())
         self.logits = _dense(hidden, num_actions, 0.01)
         self.value = _dense(hidden, 1, 1.0)
+        # NHWC convolutions are 1.5-3x faster on CPU (benchmarks/throughput.py); same math.
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """obs (B, C, 84, 84) uint8 -> logits (B, A), values (B,)."""
-        x = self.torso(obs.float() / 255.0)  # frames stay uint8 until here (baselines: ob / 255.0)
+        x = obs.float().div_(255.0)  # frames stay uint8 until here (baselines: ob / 255.0)
+        x = self.torso(x.contiguous(memory_format=torch.channels_last))
         return self.logits(x), self.value(x).squeeze(-1)
 
     @torch.inference_mode()

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ppo1 import checkpoint
+from ppo1 import checkpoint, distributed
 from ppo1.config import Config, ConfigError, resolve
+from ppo1.distributed import Dist, RankFailure
 from ppo1.envs import AtariVecEnv, default_threads, parse_env_name
 from ppo1.learner import lr_multiplier, update
 from ppo1.logger import Logger, MonitorWriter, drop_rows_after, monitor_name
@@ -63,19 +64,20 @@ def env_seed(cfg: Config, rank: int, iterations: int) -> int:
 def train(
     cfg: Config,
     resume: dict | None = None,
-    rank: int = 0,
-    world_size: int = 1,
+    d: Dist | None = None,
+    device: torch.device | None = None,
     max_seconds: float | None = None,
 ) -> dict:
     """Train until cfg.env_steps agent steps (over all ranks), a stop signal, or max_seconds of
     wall clock in this session (benchmarks use it). Returns the counters."""
+    d = d or Dist()
+    device = device or pick_device(cfg.device)
     run_dir: Path = cfg.run_dir
-    device = pick_device(cfg.device)
     torch.set_num_threads(cfg.torch_threads or default_threads())
-    torch.manual_seed(cfg.seed + 10000 * rank)
+    torch.manual_seed(cfg.seed + 10000 * d.rank)
     counters = dict(timesteps=0, iterations=0, episodes=0, elapsed=0.0)
     recent = {k: deque(maxlen=100) for k in ("scores", "lengths", "clipped")}
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)  # minibatch order, the same on all ranks
     if resume is not None:
         counters.update(resume["counters"])
         for k, v in resume["recent"].items():
@@ -84,7 +86,7 @@ def train(
     env = AtariVecEnv(
         parse_env_name(cfg.env_name),
         cfg.num_envs,
-        seed=env_seed(cfg, rank, counters["iterations"]),
+        seed=env_seed(cfg, d.rank, counters["iterations"]),
         frame_stack=cfg.frame_stacking,
         episode_life=cfg.episode_life,
         clip_rewards=cfg.clip_rewards,
@@ -101,8 +103,11 @@ def train(
             )
         policy.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
-        torch.set_rng_state(resume["rng"]["torch"])
         generator.set_state(resume["rng"]["generator"])
+        if d.rank == 0:
+            torch.set_rng_state(resume["rng"]["torch"])
+    d.broadcast_state(policy, optimizer)  # baselines MpiAdam.sync(): identical start on all ranks
+    params = list(policy.parameters())
 
     def state() -> dict:
         return dict(
@@ -114,23 +119,27 @@ def train(
             rng=dict(torch=torch.get_rng_state(), generator=generator.get_state()),
             num_actions=env.num_actions,
             observation_shape=list(env.observation_shape),
+            world_size=d.world_size,
         )
 
-    monitor = MonitorWriter(run_dir / monitor_name(rank), cfg.env_name)
-    logger = Logger(run_dir, cfg.env_steps, counters["timesteps"]) if rank == 0 else None
+    monitor = MonitorWriter(run_dir / monitor_name(d.rank), cfg.env_name)
+    logger = Logger(run_dir, cfg.env_steps, counters["timesteps"]) if d.rank == 0 else None
     rollout = Rollout(env, policy, cfg.timesteps_per_actorbatch, cfg.gamma, device)
     stop = StopFlag()
+    # One process may drop a half-collected batch at once; ranks agree once per iteration.
+    stop_in_rollout = stop if not d.active else (lambda: False)
     session_start, session_steps = time.perf_counter(), counters["timesteps"]
     elapsed_at_start = counters["elapsed"]
     ckpt_path = run_dir / checkpoint.CHECKPOINT
     try:
-        while counters["timesteps"] < cfg.env_steps and not stop():
-            if max_seconds is not None and time.perf_counter() - session_start > max_seconds:
+        while counters["timesteps"] < cfg.env_steps:
+            out_of_time = max_seconds is not None and time.perf_counter() - session_start > max_seconds
+            if d.any(stop() or out_of_time):
                 break
             t_iter = time.perf_counter()
             rollout.timings.clear()
             lrmult = lr_multiplier(counters["timesteps"], cfg.env_steps, cfg.schedule)
-            seg = rollout.collect(should_stop=stop)
+            seg = rollout.collect(should_stop=stop_in_rollout)
             if seg is None:
                 break  # interrupted mid-collection: the partial batch is dropped
             t_gae = time.perf_counter()
@@ -149,6 +158,8 @@ def train(
                 optim_epochs=cfg.optim_epochs,
                 minibatch_size=cfg.minibatch_size,
                 generator=generator,
+                moments=d.moments,
+                reduce_grads=lambda: d.reduce_grads(params),
             )
             now = time.perf_counter()
             if not all(np.isfinite(v) for k, v in stats.items() if k != "ev_tdlam_before"):
@@ -156,14 +167,18 @@ def train(
                     f"non-finite loss at iteration {counters['iterations'] + 1}: {stats}; "
                     f"the last good checkpoint is {ckpt_path}"
                 )
-            counters["timesteps"] += cfg.batch_size * world_size
+            monitor.write(seg.scores, seg.lengths, elapsed_at_start + now - session_start)
+            scores, lengths = d.gather(seg.scores), d.gather(seg.lengths)
+            clipped = d.gather(seg.clipped_returns)
+            counters["timesteps"] += cfg.batch_size * d.world_size
             counters["iterations"] += 1
-            counters["episodes"] += len(seg.scores)
+            counters["episodes"] += len(scores)
             counters["elapsed"] = elapsed_at_start + now - session_start
-            recent["scores"].extend(seg.scores)
-            recent["lengths"].extend(seg.lengths)
-            recent["clipped"].extend(seg.clipped_returns)
-            monitor.write(seg.scores, seg.lengths, counters["elapsed"])
+            recent["scores"].extend(scores)
+            recent["lengths"].extend(lengths)
+            recent["clipped"].extend(clipped)
+            if counters["iterations"] % cfg.sync_check_interval == 0:
+                d.check_synced(policy, counters["iterations"])
             if logger is not None:
                 sps = (counters["timesteps"] - session_steps) / (now - session_start)
                 row = dict(stats)
@@ -171,7 +186,7 @@ def train(
                     EpLenMean=nanmean(recent["lengths"]),
                     EpRewMean=nanmean(recent["scores"]),
                     EpRewMeanClipped=nanmean(recent["clipped"]),
-                    EpThisIter=len(seg.scores),
+                    EpThisIter=len(scores),
                     EpisodesSoFar=counters["episodes"],
                     TimestepsSoFar=counters["timesteps"],
                     Iteration=counters["iterations"],
@@ -195,7 +210,11 @@ def train(
                     "run the same command again to resume"
                 )
             else:
-                logger.info(f"done: {counters['timesteps']} steps; saved {ckpt_path}")
+                logger.info(f"stopped at step {counters['timesteps']}; saved {ckpt_path}")
+    except RuntimeError as e:  # a collective failed: name the rank that went away
+        if d.active and not isinstance(e, RankFailure):
+            raise RankFailure(d.describe_failure(e)) from e
+        raise
     finally:
         stop.restore()
         monitor.close()
@@ -216,14 +235,8 @@ def check_writable(run_dir: Path) -> None:
         raise ConfigError(f"cannot write to {existing}; pick another --checkpoint_dir")
 
 
-def start(
-    overrides: dict,
-    fresh: bool = False,
-    rank: int = 0,
-    world_size: int = 1,
-    max_seconds: float | None = None,
-) -> dict:
-    """Resolve the config (resuming the run folder's checkpoint if there is one) and train.
+def prepare(overrides: dict, fresh: bool, world_size: int) -> tuple[Config, dict | None]:
+    """Rank 0: resolve the config, load the checkpoint to resume, set up the run folder.
 
     Every check that can fail on bad input runs before anything is written.
     """
@@ -237,12 +250,10 @@ def start(
         cfg = resolve(overrides, base=saved)
         checkpoint.check_compatible(saved, cfg.to_dict(), path)
     pick_device(cfg.device)
-    messages = []
     if fresh and cfg.run_dir.exists():
         aside = cfg.run_dir.with_name(f"{cfg.run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        if rank == 0:
-            cfg.run_dir.rename(aside)
-        messages.append(f"--fresh: moved the old run folder to {aside}")
+        cfg.run_dir.rename(aside)
+        print(f"--fresh: moved the old run folder to {aside}", flush=True)
     if resume is not None:
         c = resume["counters"]
         changed = [
@@ -250,16 +261,40 @@ def start(
             for k, v in resume["config"].items()
             if getattr(cfg, k, v) != v
         ]
-        messages.append(
+        if resume.get("world_size", 1) != world_size:
+            changed.append(f"world size: {resume.get('world_size', 1)} -> {world_size}")
+        print(
             f"resuming {path} at step {c['timesteps']} (iteration {c['iterations']})"
-            + (f"; changed: {', '.join(changed)}" if changed else "")
+            + (f"; changed: {', '.join(changed)}" if changed else ""),
+            flush=True,
         )
-    if rank == 0:
-        cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        c = resume["counters"] if resume else {"timesteps": 0, "elapsed": 0.0}
-        drop_rows_after(cfg.run_dir, c["timesteps"], c["elapsed"])
-        cfg.save(cfg.run_dir / "config.json")
-        for m in messages:
-            print(m, flush=True)
-        print(f"run folder {cfg.run_dir}; preset {cfg.preset}; {cfg.env_name}", flush=True)
-    return train(cfg, resume, rank, world_size, max_seconds)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    c = resume["counters"] if resume else {"timesteps": 0, "elapsed": 0.0}
+    drop_rows_after(cfg.run_dir, c["timesteps"], c["elapsed"])
+    cfg.save(cfg.run_dir / "config.json")
+    print(f"run folder {cfg.run_dir}; preset {cfg.preset}; {cfg.env_name}", flush=True)
+    return cfg, resume
+
+
+def start(overrides: dict, fresh: bool = False, max_seconds: float | None = None) -> dict:
+    """Set up (rank 0), share the config and checkpoint with the other ranks, and train."""
+    cfg = resolve(overrides)  # every rank checks the flags before joining the group
+    device = pick_device(cfg.device)
+    d = distributed.init(cfg.dist_timeout, device)
+    if device.type == "cuda" and d.active:
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    try:
+        error, resume = None, None
+        if d.rank == 0:
+            try:
+                cfg, resume = prepare(overrides, fresh, d.world_size)
+            except ConfigError as e:
+                error = str(e)
+        error, cfg, resume = d.broadcast_object((error, cfg, resume))
+        if error is not None:
+            raise ConfigError(error if d.rank == 0 else f"rank 0 refused to start: {error}")
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)  # for monitor.<rank>.csv on other machines
+        return train(cfg, resume, d, device, max_seconds)
+    finally:
+        distributed.shutdown()

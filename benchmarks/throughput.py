@@ -1,0 +1,166 @@
+"""How close does training get to what this machine can do?
+
+    python benchmarks/throughput.py [--seconds 10] [--json out.json] [any `ppo1 train` flag]
+
+Measures, in one run: env-only steps/s (random actions, the training backend), inference
+samples/s at batch num_envs, training samples/s at the configured minibatch (forward, backward,
+Adam step), the serial bound 1 / (1/env + 1/inference + epochs/training), the real training
+loop's steps/s over whole iterations after one warm-up iteration with its time split, and the
+peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ppo1.cli import add_config_flags  # noqa: E402
+from ppo1.config import resolve  # noqa: E402
+from ppo1.envs import AtariVecEnv, default_threads, parse_env_name  # noqa: E402
+from ppo1.learner import ppo_loss  # noqa: E402
+from ppo1.policies import CnnPolicy  # noqa: E402
+from ppo1.train import start  # noqa: E402
+
+
+def rate(fn, items_per_call: int, seconds: float, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        n += 1
+    return n * items_per_call / (time.perf_counter() - t0)
+
+
+def measure_env(cfg, seconds: float) -> float:
+    env = AtariVecEnv(
+        parse_env_name(cfg.env_name),
+        cfg.num_envs,
+        seed=cfg.seed,
+        frame_stack=cfg.frame_stacking,
+        threads=cfg.env_threads,
+    )
+    env.reset()
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, env.num_actions, size=(4096, cfg.num_envs))
+    i = iter(range(10**12))
+
+    def step():
+        env.step(actions[next(i) % len(actions)])
+
+    sps = rate(step, cfg.num_envs, seconds)
+    env.close()
+    return sps
+
+
+def measure_network(cfg, seconds: float, num_actions: int, in_channels: int) -> tuple[float, float]:
+    policy = CnnPolicy(in_channels, num_actions, cfg.model_type)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)
+    obs = torch.randint(0, 256, (cfg.num_envs, in_channels, 84, 84), dtype=torch.uint8)
+    inference = rate(lambda: policy.act(obs), cfg.num_envs, seconds, warmup=10)
+    mb = cfg.minibatch_size
+    obs = torch.randint(0, 256, (mb, in_channels, 84, 84), dtype=torch.uint8)
+    actions = torch.randint(0, num_actions, (mb,))
+    zeros, adv = torch.zeros(mb), torch.randn(mb)
+
+    def train_step():
+        logits, values = policy(obs)
+        loss, _ = ppo_loss(logits, values, actions, zeros, adv, zeros, cfg.epsilon, cfg.ent_coef)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return inference, rate(train_step, mb, seconds)
+
+
+def measure_loop(overrides: dict, seconds: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = {**overrides, "checkpoint_dir": tmp, "model_name": "bench", "save_interval": 10**9}
+        start(overrides, fresh=True, max_seconds=seconds)
+        rows = list(csv.DictReader((Path(tmp) / "bench" / "progress.csv").open()))
+    if len(rows) < 3:
+        raise SystemExit(f"only {len(rows)} iterations ran; give more --seconds")
+    rows = rows[1:]  # the first iteration is warm-up
+    steps = float(rows[-1]["TimestepsSoFar"]) - float(rows[0]["TimestepsSoFar"])
+    wall = float(rows[-1]["TimeElapsed"]) - float(rows[0]["TimeElapsed"])
+    rows = rows[1:]
+    columns = {"env": "TimeEnv", "inference": "TimeInference", "gae": "TimeGAE", "update": "TimeUpdate"}
+    split = {k: sum(float(r[c]) for r in rows) for k, c in columns.items()}
+    split["other"] = wall - sum(split.values())
+    return {"train_sps": steps / wall, "iterations": len(rows), "phase_seconds": split}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    add_config_flags(parser)
+    args = parser.parse_args()
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("seconds", "json")}
+    cfg = resolve(overrides)
+    torch.set_num_threads(cfg.torch_threads or default_threads())
+    in_channels = 4 if cfg.frame_stacking else 1
+    num_actions = AtariVecEnv(parse_env_name(cfg.env_name), 1, seed=0).num_actions
+
+    env_sps = measure_env(cfg, args.seconds)
+    inference_sps, update_sps = measure_network(cfg, args.seconds, num_actions, in_channels)
+    bound = 1.0 / (1.0 / env_sps + 1.0 / inference_sps + cfg.optim_epochs / update_sps)
+    loop = measure_loop(overrides, max(3 * args.seconds, 20.0))
+    result = {
+        "env_sps": env_sps,
+        "inference_sps": inference_sps,
+        "update_sps": update_sps,
+        "serial_bound_sps": bound,
+        "train_sps": loop["train_sps"],
+        "train_vs_bound": loop["train_sps"] / bound,
+        "phase_seconds": loop["phase_seconds"],
+        "loop_iterations": loop["iterations"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "settings": cfg.to_dict(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "ale_py": __import__("ale_py").__version__,
+            "machine": f"{platform.machine()}, {default_threads()} cores",
+        },
+    }
+    total = sum(loop["phase_seconds"].values())
+    lines = [
+        ("env only (random actions)", f"{env_sps:,.0f} steps/s"),
+        (f"inference, batch {cfg.num_envs}", f"{inference_sps:,.0f} samples/s"),
+        (f"training, minibatch {cfg.minibatch_size}", f"{update_sps:,.0f} samples/s"),
+        (f"serial bound ({cfg.optim_epochs} epochs)", f"{bound:,.0f} steps/s"),
+        (
+            "real training loop",
+            f"{loop['train_sps']:,.0f} steps/s ({100 * loop['train_sps'] / bound:.0f}% of bound)",
+        ),
+        *[(f"  {k}", f"{100 * v / total:.0f}% of loop time") for k, v in loop["phase_seconds"].items()],
+        ("peak resident memory", f"{result['peak_rss_mb']:,.0f} MB"),
+    ]
+    width = max(len(a) for a, _ in lines)
+    print(
+        f"{cfg.env_name}, preset {cfg.preset}, {cfg.model_type} network, {cfg.num_envs} envs, torch {torch.__version__}"
+    )
+    for a, b in lines:
+        print(f"  {a:<{width}}  {b}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""torch.distributed for ppo1: ranks from torchrun or mpirun, gradient all-reduce, broadcast,
+global advantage moments, episode-stat gathering and baselines' parameter sync check.
+
+One process (no launcher) is the world of size 1 and every collective is a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+
+class RankFailure(RuntimeError):
+    """Another rank is gone or out of step; the message names it."""
+
+
+def launcher_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's or Open MPI's environment, else (0, 1, 0)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    if "OMPI_COMM_WORLD_RANK" in os.environ:  # mpirun (Open MPI); mpi4py is not needed
+        return (
+            int(os.environ["OMPI_COMM_WORLD_RANK"]),
+            int(os.environ["OMPI_COMM_WORLD_SIZE"]),
+            int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", 0)),
+        )
+    return 0, 1, 0
+
+
+HEARTBEAT_SECONDS = 1.0
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    store: object = field(default=None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def start_heartbeat(self) -> None:
+        """Each rank stamps the rendezvous store every second, so that when a collective fails
+        the survivors can name the rank that stopped stamping."""
+
+        def beat():
+            while True:
+                try:
+                    self.store.set(f"ppo1/heartbeat/{self.rank}", repr(time.time()))
+                except Exception:
+                    return
+                time.sleep(HEARTBEAT_SECONDS)
+
+        threading.Thread(target=beat, daemon=True, name="ppo1-heartbeat").start()
+
+    def describe_failure(self, error: BaseException) -> str:
+        """One line naming the rank(s) that went silent, for an error in a collective."""
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        silent = []
+        try:
+            self.store.set_timeout(datetime.timedelta(seconds=5))
+            now = time.time()
+            for r in range(self.world_size):
+                if r != self.rank:
+                    last = float(self.store.get(f"ppo1/heartbeat/{r}"))
+                    if now - last > 5 * HEARTBEAT_SECONDS:
+                        silent.append(r)
+        except Exception:
+            silent = [0]  # the store lives with rank 0 (or its launcher): it is gone
+        who = ", ".join(f"rank {r}" for r in silent) or "another rank"
+        return f"rank {self.rank}: lost {who} during a collective ({first}); the run stops"
+
+    def broadcast_object(self, obj):
+        """Rank 0's Python object on every rank."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def broadcast_state(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Rank 0's weights and Adam moments to every rank (at start and after a resume)."""
+        if not self.active:
+            return
+        tensors = list(module.state_dict().values())
+        for state in optimizer.state.values():
+            tensors += [v for v in state.values() if torch.is_tensor(v)]
+        for t in tensors:
+            dist.broadcast(t.data, src=0)
+
+    def reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
+        """Average gradients over ranks with ONE all-reduce over a flat buffer."""
+        if not self.active:
+            return
+        grads = [p.grad for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[offset : offset + n].view_as(g))
+            offset += n
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std over all ranks' samples (baselines common/mpi_moments.py)."""
+        if not self.active:
+            return x.mean(), x.std(correction=0)
+        x = x.double()
+        s = torch.stack(
+            [x.sum(), (x * x).sum(), torch.tensor(float(x.numel()), device=x.device, dtype=x.dtype)]
+        )
+        dist.all_reduce(s)
+        mean = s[0] / s[2]
+        var = (s[1] / s[2] - mean * mean).clamp_min(0.0)  # population variance, as numpy's std()
+        return mean.float(), var.sqrt().float()
+
+    def gather(self, values: list[float]) -> list[float]:
+        """Every rank's list, concatenated in rank order (episode scores for rank 0's logs)."""
+        if not self.active:
+            return list(values)
+        out: list[list[float] | None] = [None] * self.world_size
+        dist.all_gather_object(out, list(values))
+        return [v for part in out for v in part]
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on any rank (a stop request, for instance)."""
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def check_synced(self, module: torch.nn.Module, iteration: int) -> None:
+        """baselines mpi_adam.check_synced: every rank must hold rank 0's parameters."""
+        if not self.active:
+            return
+        with torch.no_grad():
+            checksum = torch.stack([p.double().sum() for p in module.parameters()]).cpu()
+        sums = [torch.zeros_like(checksum) for _ in range(self.world_size)]
+        dist.all_gather(sums, checksum)
+        for r, s in enumerate(sums):
+            if not torch.equal(s, sums[0]):
+                raise RankFailure(f"rank {r}'s parameters diverged from rank 0's at iteration {iteration}")
+
+
+def init(timeout_seconds: float, device: torch.device) -> Dist:
+    """Join the process group the launcher set up; a single process needs no group."""
+    rank, world_size, local_rank = launcher_env()
+    if world_size == 1:
+        return Dist()
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend,
+            rank=rank,
+            world_size=world_size,
+            timeout=datetime.timedelta(seconds=timeout_seconds),
+        )
+    d = Dist(rank, world_size, local_rank, store=dist.distributed_c10d._get_default_store())
+    d.start_heartbeat()
+    return d
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
