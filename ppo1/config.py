@@ -52,7 +52,7 @@ class Config:
     clip_rewards: bool = True
     """Training only: sign-clip rewards; logged scores stay the real game score."""
     seed: int = 0
-    """Seed of torch and of the environments (env i of rank r gets seed + 10000 r + i)."""
+    """Seed of torch and of the environments (env g, counted over all ranks, gets seed + 10000 g)."""
     model_name: str = ""
     """Run folder name under checkpoint_dir; empty means <Game>-<preset>."""
     checkpoint_dir: str = "checkpoints"

@@ -7,6 +7,7 @@ One process (no launcher) is the world of size 1 and every collective is a no-op
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import threading
 import time
@@ -46,6 +47,11 @@ class Dist:
     @property
     def active(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def device(self) -> torch.device:
+        """Where small collective tensors live: NCCL needs them on the GPU."""
+        return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
 
     def start_heartbeat(self) -> None:
         """Each rank stamps the rendezvous store every second, so that when a collective fails
@@ -135,18 +141,21 @@ class Dist:
         """True on every rank if it is true on any rank (a stop request, for instance)."""
         if not self.active:
             return flag
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
     def check_synced(self, module: torch.nn.Module, iteration: int) -> None:
-        """baselines mpi_adam.check_synced: every rank must hold rank 0's parameters."""
+        """baselines mpi_adam.check_synced: every rank must hold rank 0's parameters, bit for bit."""
         if not self.active:
             return
-        with torch.no_grad():
-            checksum = torch.stack([p.double().sum() for p in module.parameters()]).cpu()
-        sums = [torch.zeros_like(checksum) for _ in range(self.world_size)]
-        dist.all_gather(sums, checksum)
+        digest = hashlib.blake2b(digest_size=8)
+        for p in module.parameters():
+            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+        value = int.from_bytes(digest.digest(), "little", signed=True)
+        mine = torch.tensor([value], dtype=torch.int64, device=self.device)
+        sums = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(sums, mine)
         for r, s in enumerate(sums):
             if not torch.equal(s, sums[0]):
                 raise RankFailure(f"rank {r}'s parameters diverged from rank 0's at iteration {iteration}")

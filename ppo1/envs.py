@@ -124,7 +124,7 @@ class AtariVecEnv:
         spec: EnvSpec,
         num_envs: int,
         *,
-        seed: int,
+        seed: int | np.ndarray,
         frame_stack: bool = True,
         episode_life: bool = True,
         clip_rewards: bool = True,
@@ -166,8 +166,8 @@ class AtariVecEnv:
         self._lives = np.zeros(num_envs, dtype=np.int64)
 
     def reset(self) -> np.ndarray:
-        """Start new games; env i gets seed + i."""
-        seeds = self.seed + np.arange(self.num_envs)
+        """Start new games; env i gets seed[i], or seed + i for an int seed."""
+        seeds = np.asarray(self.seed) + (0 if np.ndim(self.seed) else np.arange(self.num_envs))
         if isinstance(self.vec, gym.vector.SyncVectorEnv):
             obs, info = self.vec.reset(seed=seeds.tolist())
         else:

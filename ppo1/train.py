@@ -54,11 +54,14 @@ class StopFlag:
             signal.signal(s, h)
 
 
-def env_seed(cfg: Config, rank: int, iterations: int) -> int:
-    """baselines: seed + 10000 * rank; a resumed run draws fresh games from (seed, rank, iter)."""
+def env_seeds(cfg: Config, rank: int, iterations: int) -> np.ndarray:
+    """Env g (numbered across ranks) gets seed + 10000 g: baselines' seed + 10000 * rank, where
+    each rank had one env, so N ranks x M envs start the same games as 1 rank x N*M envs.
+    A resumed run draws fresh games from (seed, rank, iteration)."""
     if iterations == 0:
-        return cfg.seed + 10000 * rank
-    return int(np.random.SeedSequence([cfg.seed, rank, iterations]).generate_state(1)[0] >> 2)
+        return cfg.seed + 10000 * (rank * cfg.num_envs + np.arange(cfg.num_envs))
+    state = np.random.SeedSequence([cfg.seed, rank, iterations]).generate_state(cfg.num_envs)
+    return (state >> 2).astype(np.int64)
 
 
 def train(
@@ -86,7 +89,7 @@ def train(
     env = AtariVecEnv(
         parse_env_name(cfg.env_name),
         cfg.num_envs,
-        seed=env_seed(cfg, d.rank, counters["iterations"]),
+        seed=env_seeds(cfg, d.rank, counters["iterations"]),
         frame_stack=cfg.frame_stacking,
         episode_life=cfg.episode_life,
         clip_rewards=cfg.clip_rewards,
