@@ -73,12 +73,10 @@ class Dist:
         silent = []
         try:
             self.store.set_timeout(datetime.timedelta(seconds=5))
-            now = time.time()
-            for r in range(self.world_size):
-                if r != self.rank:
-                    last = float(self.store.get(f"ppo1/heartbeat/{r}"))
-                    if now - last > 5 * HEARTBEAT_SECONDS:
-                        silent.append(r)
+            others = [r for r in range(self.world_size) if r != self.rank]
+            before = {r: self.store.get(f"ppo1/heartbeat/{r}") for r in others}
+            time.sleep(3 * HEARTBEAT_SECONDS)  # a live rank stamps again meanwhile
+            silent = [r for r in others if self.store.get(f"ppo1/heartbeat/{r}") == before[r]]
         except Exception:
             silent = [0]  # the store lives with rank 0 (or its launcher): it is gone
         who = ", ".join(f"rank {r}" for r in silent) or "another rank"
