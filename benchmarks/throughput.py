@@ -154,7 +154,8 @@ def main() -> None:
     ]
     width = max(len(a) for a, _ in lines)
     print(
-        f"{cfg.env_name}, preset {cfg.preset}, {cfg.model_type} network, {cfg.num_envs} envs, torch {torch.__version__}"
+        f"{cfg.env_name}, preset {cfg.preset}, {cfg.model_type} network, {cfg.num_envs} envs, "
+        f"{cfg.optim_epochs} epochs, minibatch {cfg.minibatch_size}, torch {torch.__version__}"
     )
     for a, b in lines:
         print(f"  {a:<{width}}  {b}")

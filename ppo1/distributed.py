@@ -43,6 +43,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     store: object = field(default=None, repr=False)
+    comm_seconds: float = 0.0  # time spent in the gradient all-reduce, for the logs
 
     @property
     def active(self) -> bool:
@@ -104,6 +105,7 @@ class Dist:
         """Average gradients over ranks with ONE all-reduce over a flat buffer."""
         if not self.active:
             return
+        t0 = time.perf_counter()
         grads = [p.grad for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)
@@ -113,6 +115,7 @@ class Dist:
             n = g.numel()
             g.copy_(flat[offset : offset + n].view_as(g))
             offset += n
+        self.comm_seconds += time.perf_counter() - t0
 
     def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std over all ranks' samples (baselines common/mpi_moments.py)."""

@@ -141,6 +141,7 @@ def train(
                 break
             t_iter = time.perf_counter()
             rollout.timings.clear()
+            d.comm_seconds = 0.0
             lrmult = lr_multiplier(counters["timesteps"], cfg.env_steps, cfg.schedule)
             seg = rollout.collect(should_stop=stop_in_rollout)
             if seg is None:
@@ -199,6 +200,7 @@ def train(
                     TimeInference=round(rollout.timings["inference"], 4),
                     TimeGAE=round(t_update - t_gae, 4),
                     TimeUpdate=round(now - t_update, 4),
+                    TimeAllReduce=round(d.comm_seconds, 4),
                     TimeIteration=round(now - t_iter, 4),
                 )
                 logger.dump(row, counters["timesteps"])
