@@ -98,7 +98,108 @@ def build_parser() -> Parser:
         action="store_true",
         help="start over: move the old run folder aside (never deleted)",
     )
+    add_agent_commands(sub)
     return parser
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, episodes_help: str) -> None:
+    """The flags that find a run (as `ppo1 train` spells them) and play an agent's games."""
+    docs = field_docs()
+    for name in ("env_name", "checkpoint_dir", "model_name"):
+        parser.add_argument(*_spellings(name), dest=name, metavar=name.upper(), help=docs[name])
+    parser.add_argument(
+        "--preset",
+        choices=CHOICES["preset"],
+        help="with no --model_name, the run folder is <Game>-<preset> (default: ppo-paper)",
+    )
+    parser.add_argument(*_spellings("episodes"), dest="episodes", type=_int, default=1, help=episodes_help)
+    parser.add_argument(
+        "--protocol",
+        choices=("paper", "machado"),
+        help="paper: up to 30 no-op starts, no sticky actions; machado: sticky actions 0.25, no no-ops "
+        "(default: the one the agent was trained under: ALE/*-v5 -> machado, else paper)",
+    )
+    parser.add_argument("--deterministic", action="store_true", help="take the most likely action")
+    parser.add_argument("--seed", type=_int, default=0, help="seed of the games and the action sampling")
+    parser.add_argument(
+        *_spellings("allow_random"),
+        dest="allow_random",
+        action="store_true",
+        help="with no checkpoint, run an untrained (freshly initialized, seeded) policy",
+    )
+    parser.add_argument("--device", choices=CHOICES["device"], default="cpu", help="(default: cpu)")
+    parser.add_argument(
+        *_spellings("torch_threads"),
+        dest="torch_threads",
+        type=_int,
+        default=0,
+        help="torch intra-op threads; 0 picks the number of cores",
+    )
+
+
+def add_agent_commands(sub) -> None:
+    """evaluate, movie, play and plot."""
+    ev = sub.add_parser(
+        "evaluate",
+        help="score an agent over full games",
+        description="Play full games with a trained agent and report the real game scores.",
+    )
+    _add_run_flags(ev, "full games to play (default: 10)")
+    ev.set_defaults(episodes=10)
+    ev.add_argument("--json", metavar="FILE", help="also write the results, with the protocol, to FILE")
+    ev.add_argument(
+        *_spellings("num_envs"),
+        dest="num_envs",
+        type=_int,
+        help="games played at once (default: min(episodes, 16)); each env plays a fixed quota",
+    )
+    ev.add_argument(
+        *_spellings("env_threads"),
+        dest="env_threads",
+        type=_int,
+        default=0,
+        help="ale-py emulator threads; 0 picks the number of cores",
+    )
+
+    movie = sub.add_parser(
+        "movie",
+        help="write an MP4 (or GIF) of an agent's games",
+        description="Record full games in colour, one frame per agent step (15 fps = real time), "
+        "to <asset_dir>/<model_name>/<Game>-score-<score>-step-<step>.mp4.",
+    )
+    _add_run_flags(movie, "games to record, one file each (default: 1)")
+    movie.add_argument(
+        *_spellings("asset_dir"),
+        dest="asset_dir",
+        metavar="ASSET_DIR",
+        help="folder for videos (default: assets)",
+    )
+    movie.add_argument("--gif", action="store_true", help="write a GIF instead of an MP4")
+    movie.add_argument("--fps", type=_float, help="frames per second (default: 15, the game's speed)")
+    movie.add_argument("--scale", type=_int, default=2, help="pixel scale of the 160x210 screen (default: 2)")
+
+    play = sub.add_parser(
+        "play",
+        help="watch an agent play in a window",
+        description="Show the agent playing in real time in ALE's window (needs a display).",
+    )
+    _add_run_flags(play, "games to play (default: 1)")
+    play.add_argument("--fps", type=_float, help="agent steps per second (default: 15, the game's speed)")
+
+    plot = sub.add_parser(
+        "plot",
+        help="draw learning curves of runs",
+        description="Learning curves (game score vs agent steps and vs frames) from run folders; runs "
+        "named alike but for a -seedN / _sN suffix are drawn as a mean with a shaded spread.",
+    )
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (with monitor.csv)")
+    plot.add_argument("-o", "--output", default="curve.png", help="image file (default: curve.png)")
+    plot.add_argument(
+        "--smooth", type=_int, default=100, help="games in the moving average of monitor.csv scores"
+    )
+    plot.add_argument(
+        "--spread", choices=("minmax", "std"), default="minmax", help="band over seeds (default: minmax)"
+    )
 
 
 def run(argv: list[str]) -> int:
@@ -109,6 +210,22 @@ def run(argv: list[str]) -> int:
         fresh = args.fresh
         overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "fresh")}
         start(overrides, fresh=fresh)
+    elif args.command == "evaluate":
+        from ppo1.evaluate import run_evaluate
+
+        return run_evaluate(args)
+    elif args.command == "movie":
+        from ppo1.video import run_movie
+
+        return run_movie(args)
+    elif args.command == "play":
+        from ppo1.video import run_play
+
+        return run_play(args)
+    elif args.command == "plot":
+        from ppo1.plot import run_plot
+
+        return run_plot(args)
     return 0
 
 

@@ -67,6 +67,8 @@ class Config:
     """Torch intra-op threads; 0 picks the number of cores."""
     env_threads: int = 0
     """ale-py emulator threads; 0 picks the number of cores."""
+    env_groups: int = 1
+    """Split the envs into this many groups that step while the network acts for another (1: serial)."""
     sync_check_interval: int = 100
     """Distributed: every this many iterations the ranks compare a parameter checksum."""
     dist_timeout: float = 300.0
@@ -159,7 +161,7 @@ def validate(cfg: Config) -> None:
         if getattr(cfg, name) not in options:
             raise ConfigError(f"--{name} must be one of {', '.join(options)}")
     positive = ["env_steps", "num_envs", "timesteps_per_actorbatch", "optim_epochs"]
-    positive += ["optim_batchsize", "save_interval", "sync_check_interval"]
+    positive += ["optim_batchsize", "save_interval", "sync_check_interval", "env_groups"]
     for name in positive:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
@@ -178,6 +180,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"--ent_coef must be in [0, 1), got {cfg.ent_coef}")
     if not 0.0 < cfg.optim_stepsize < 1.0:
         raise ConfigError(f"--optim_stepsize must be in (0, 1), got {cfg.optim_stepsize}")
+    if cfg.env_groups > cfg.num_envs:
+        raise ConfigError(f"--env_groups {cfg.env_groups} is more than --num_envs {cfg.num_envs}")
     if cfg.optim_batchsize > cfg.timesteps_per_actorbatch:
         raise ConfigError(
             f"--optim_batchsize {cfg.optim_batchsize} is larger than the per-actor batch "

@@ -177,7 +177,21 @@ class AtariVecEnv:
         return obs
 
     def step(self, actions: np.ndarray) -> Step:
-        obs, raw, terminated, truncated, info = self.vec.step(actions)
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start stepping; the ale backend's C++ threads run while Python does other work."""
+        if isinstance(self.vec, gym.vector.SyncVectorEnv):
+            self._actions = actions
+        else:
+            self.vec.send(actions)
+
+    def step_wait(self) -> Step:
+        if isinstance(self.vec, gym.vector.SyncVectorEnv):
+            obs, raw, terminated, truncated, info = self.vec.step(self._actions)
+        else:
+            obs, raw, terminated, truncated, info = self.vec.recv()
         game_over = terminated | truncated
         lives = np.asarray(info["lives"])
         # After a game over the reported lives are the new game's, so only compare the others.

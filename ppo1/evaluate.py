@@ -400,4 +400,3 @@ def set_threads(torch_threads: int) -> None:
     if torch_threads < 0:
         raise ConfigError(f"--torch_threads must be 0 or more, got {torch_threads}")
     torch.set_num_threads(torch_threads or default_threads())
-

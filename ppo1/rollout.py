@@ -61,61 +61,83 @@ def compute_gae(
 
 
 class Rollout:
-    """Steps the envs with the current policy; keeps the envs' state between iterations."""
+    """Steps the envs with the current policy; keeps the envs' state between iterations.
+
+    The envs may come in groups (columns of the batch): while one group's emulators step in
+    ale-py's C++ threads, the network acts for the other, so env stepping and inference overlap.
+    Every action is still drawn from the current policy; one group is the plain serial loop.
+    """
 
     def __init__(
         self,
-        env: AtariVecEnv,
+        envs: AtariVecEnv | list[AtariVecEnv],
         policy: CnnPolicy,
         horizon: int,
         gamma: float,
         device: torch.device,
     ):
-        self.env, self.policy, self.horizon, self.gamma = env, policy, horizon, gamma
-        self.device = device
-        T, N = horizon, env.num_envs
-        self.obs = torch.zeros((T, N, *env.observation_shape), dtype=torch.uint8, device=device)
+        self.envs = envs if isinstance(envs, list) else [envs]
+        self.policy, self.horizon, self.gamma, self.device = policy, horizon, gamma, device
+        bounds = np.cumsum([0] + [e.num_envs for e in self.envs])
+        self.columns = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        T, N = horizon, int(bounds[-1])
+        shape = self.envs[0].observation_shape
+        self.obs = torch.zeros((T, N, *shape), dtype=torch.uint8, device=device)
         self.actions = torch.zeros((T, N), dtype=torch.int64, device=device)
         self.log_probs = torch.zeros((T, N), device=device)
         self.values = torch.zeros((T, N), device=device)
         self.rewards = torch.zeros((T, N), device=device)
         self.dones = torch.zeros((T, N), device=device)
-        self.next_obs = torch.from_numpy(env.reset()).to(device)
+        self.next_obs = [torch.from_numpy(e.reset()).to(device) for e in self.envs]
         self.timings: dict[str, float] = defaultdict(float)
+
+    def _act(self, t: int, k: int) -> None:
+        """Store group k's observation at step t, choose its actions and start its envs."""
+        t0 = time.perf_counter()
+        cols = self.columns[k]
+        self.obs[t, cols] = self.next_obs[k]
+        actions, log_probs, values = self.policy.act(self.next_obs[k])
+        self.actions[t, cols] = actions
+        self.log_probs[t, cols] = log_probs
+        self.values[t, cols] = values
+        self.envs[k].step_async(actions.cpu().numpy())
+        self.timings["inference"] += time.perf_counter() - t0
+
+    def _receive(self, t: int, k: int, seg: Segment) -> None:
+        t0 = time.perf_counter()
+        step = self.envs[k].step_wait()
+        t1 = time.perf_counter()
+        rewards = torch.from_numpy(step.rewards)
+        if step.truncated.any():
+            # Time limit is not death: bootstrap from the value of the final observation
+            # (SB3 on_policy_algorithm.py). baselines treats it as a terminal state.
+            idx = np.flatnonzero(step.truncated)
+            _, _, final_values = self.policy.act(torch.from_numpy(step.final_obs[idx]).to(self.device))
+            rewards[idx] += self.gamma * final_values.cpu()
+        cols = self.columns[k]
+        self.rewards[t, cols] = rewards.to(self.device)
+        self.dones[t, cols] = torch.from_numpy(step.dones).to(self.device)
+        self.next_obs[k] = torch.from_numpy(step.obs).to(self.device)
+        seg.scores += step.scores
+        seg.lengths += step.lengths
+        seg.clipped_returns += step.clipped_returns
+        self.timings["env"] += t1 - t0
+        self.timings["inference"] += time.perf_counter() - t1
 
     def collect(self, should_stop=lambda: False) -> Segment | None:
         """Run T steps in every env; None if should_stop() became true on the way."""
         seg = Segment(self.obs, self.actions, self.log_probs, self.values, self.rewards, self.dones, None)
+        groups = range(len(self.envs))
+        for k in groups:
+            self._act(0, k)
         for t in range(self.horizon):
+            for k in groups:
+                self._receive(t, k, seg)
+                if t + 1 < self.horizon:
+                    self._act(t + 1, k)
             if should_stop():
                 return None
-            t0 = time.perf_counter()
-            self.obs[t] = self.next_obs
-            actions, log_probs, values = self.policy.act(self.next_obs)
-            actions_np = actions.cpu().numpy()
-            t1 = time.perf_counter()
-            step = self.env.step(actions_np)
-            t2 = time.perf_counter()
-            rewards = torch.from_numpy(step.rewards)
-            if step.truncated.any():
-                # Time limit is not death: bootstrap from the value of the final observation
-                # (SB3 on_policy_algorithm.py). baselines treats it as a terminal state.
-                idx = np.flatnonzero(step.truncated)
-                final = torch.from_numpy(step.final_obs[idx]).to(self.device)
-                _, _, final_values = self.policy.act(final)
-                rewards[idx] += self.gamma * final_values.cpu()
-            self.actions[t] = actions
-            self.log_probs[t] = log_probs
-            self.values[t] = values
-            self.rewards[t] = rewards.to(self.device)
-            self.dones[t] = torch.from_numpy(step.dones).to(self.device)
-            self.next_obs = torch.from_numpy(step.obs).to(self.device)
-            seg.scores += step.scores
-            seg.lengths += step.lengths
-            seg.clipped_returns += step.clipped_returns
-            self.timings["env"] += t2 - t1
-            self.timings["inference"] += t1 - t0 + time.perf_counter() - t2
         t0 = time.perf_counter()
-        seg.last_values = self.policy.act(self.next_obs)[2]
+        seg.last_values = self.policy.act(torch.cat(self.next_obs))[2]
         self.timings["inference"] += time.perf_counter() - t0
         return seg

@@ -86,15 +86,20 @@ def train(
         for k, v in resume["recent"].items():
             recent[k].extend(v)
 
-    env = AtariVecEnv(
-        parse_env_name(cfg.env_name),
-        cfg.num_envs,
-        seed=env_seeds(cfg, d.rank, counters["iterations"]),
-        frame_stack=cfg.frame_stacking,
-        episode_life=cfg.episode_life,
-        clip_rewards=cfg.clip_rewards,
-        threads=cfg.env_threads,
-    )
+    seeds = env_seeds(cfg, d.rank, counters["iterations"])
+    envs = [
+        AtariVecEnv(
+            parse_env_name(cfg.env_name),
+            len(group),
+            seed=group,
+            frame_stack=cfg.frame_stacking,
+            episode_life=cfg.episode_life,
+            clip_rewards=cfg.clip_rewards,
+            threads=cfg.env_threads,
+        )
+        for group in np.array_split(seeds, cfg.env_groups)
+    ]
+    env = envs[0]
     policy = CnnPolicy(env.observation_shape[0], env.num_actions, cfg.model_type).to(device)
     # The seed's deviation: torch Adam with eps 1e-5 instead of baselines' MpiAdam (eps 1e-8).
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)
@@ -127,7 +132,7 @@ def train(
 
     monitor = MonitorWriter(run_dir / monitor_name(d.rank), cfg.env_name)
     logger = Logger(run_dir, cfg.env_steps, counters["timesteps"]) if d.rank == 0 else None
-    rollout = Rollout(env, policy, cfg.timesteps_per_actorbatch, cfg.gamma, device)
+    rollout = Rollout(envs, policy, cfg.timesteps_per_actorbatch, cfg.gamma, device)
     stop = StopFlag()
     # One process may drop a half-collected batch at once; ranks agree once per iteration.
     stop_in_rollout = stop if not d.active else (lambda: False)
@@ -225,7 +230,8 @@ def train(
         monitor.close()
         if logger is not None:
             logger.close()
-        env.close()
+        for e in envs:
+            e.close()
     return counters
 
 

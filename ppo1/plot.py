@@ -1,0 +1,203 @@
+"""`ppo1 plot`: learning curves (real game score vs agent steps and vs frames) from run folders.
+
+Data per run: monitor.csv (baselines bench.Monitor format: a '#{json}' line, then r,l,t; l is in
+agent steps) merged with the monitor.<rank>.csv files of distributed runs by the time t, the agent
+step of each game being the cumulative sum of l; or, where no game was logged there, progress.csv
+(EpRewMean vs TimestepsSoFar, already a mean over the last 100 games). Frames = 4 x agent steps.
+
+Runs whose folder names are equal after stripping a seed suffix (-seed1, _seed1, -s1, _s1) form a
+group, drawn as the mean over its runs on a common step grid with a shaded band (min-max by
+default, or mean +- std).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ppo1.config import ConfigError
+from ppo1.envs import FRAME_SKIP
+
+SEED_SUFFIX = re.compile(r"[-_](?:seed|s)\d+$", re.IGNORECASE)
+MONITOR_FILE = re.compile(r"monitor(?:\.\d+)?\.csv")
+GRID_POINTS = 256
+
+
+def group_name(run_name: str) -> str:
+    """'tiny-seed1', 'tiny_s2' -> 'tiny': runs of one setting with different seeds."""
+    return SEED_SUFFIX.sub("", run_name) or run_name
+
+
+@dataclass
+class Curve:
+    name: str  # the run folder's name
+    steps: np.ndarray  # agent steps, increasing
+    scores: np.ndarray  # smoothed real game score at those steps
+    source: str  # "monitor" or "progress"
+    env_id: str | None = None
+    games: int = 0  # games behind the curve (0 when read from progress.csv)
+
+
+def read_monitors(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(scores, lengths) of every game in the run's monitor files, ordered by time; the env id."""
+    rows: list[tuple[float, float, int]] = []  # (t, r, l)
+    env_id = None
+    for path in sorted(p for p in run_dir.iterdir() if MONITOR_FILE.fullmatch(p.name)):
+        lines = path.read_text().splitlines()
+        body = []
+        for line in lines:
+            if line.startswith("#"):
+                try:
+                    env_id = env_id or json.loads(line[1:]).get("env_id")
+                except ValueError:
+                    pass
+            elif line.strip():
+                body.append(line)
+        for row in csv.DictReader(body):
+            try:
+                rows.append((float(row["t"]), float(row["r"]), int(float(row["l"]))))
+            except (KeyError, TypeError, ValueError):
+                raise ConfigError(f"{path} is not a monitor file (columns r,l,t)") from None
+    rows.sort(key=lambda x: x[0])  # stable: games of one file logged at the same t keep their order
+    scores = np.array([r for _, r, _ in rows], dtype=np.float64)
+    lengths = np.array([n for _, _, n in rows], dtype=np.int64)
+    return scores, lengths, env_id
+
+
+def trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last `window` values at each point (of all values so far at the start)."""
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    idx = np.arange(1, len(x) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def read_progress(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    path = run_dir / "progress.csv"
+    steps, scores = [], []
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                s, r = float(row["TimestepsSoFar"]), float(row["EpRewMean"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if np.isfinite(s) and np.isfinite(r):
+                steps.append(s)
+                scores.append(r)
+    return np.array(steps), np.array(scores)
+
+
+def load_run(run_dir: Path | str, smooth: int = 100) -> Curve | None:
+    """The run's curve, or None when it has logged no finished game yet."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} does not exist")
+    name = run_dir.resolve().name
+    has_monitor = any(MONITOR_FILE.fullmatch(p.name) for p in run_dir.iterdir())
+    has_progress = (run_dir / "progress.csv").exists()
+    if not has_monitor and not has_progress:
+        raise ConfigError(f"{run_dir} has no monitor.csv or progress.csv")
+    env_id = None
+    if has_monitor:
+        scores, lengths, env_id = read_monitors(run_dir)
+        if len(scores):
+            steps = np.cumsum(lengths).astype(np.float64)
+            return Curve(name, steps, trailing_mean(scores, smooth), "monitor", env_id, len(scores))
+    if has_progress:
+        steps, scores = read_progress(run_dir)
+        if len(steps):
+            order = np.argsort(steps, kind="stable")
+            return Curve(name, steps[order], scores[order], "progress", env_id)
+    return None
+
+
+def band(curves: list[Curve], kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Mean and spread of the curves, interpolated on a common grid over the steps all of them
+    cover; None when they do not overlap."""
+    start = max(c.steps[0] for c in curves)
+    end = min(c.steps[-1] for c in curves)
+    if not end > start:
+        return None
+    grid = np.linspace(start, end, GRID_POINTS)
+    ys = np.stack([np.interp(grid, c.steps, c.scores) for c in curves])
+    mean = ys.mean(axis=0)
+    if kind == "std":
+        std = ys.std(axis=0)
+        return grid, mean, mean - std, mean + std
+    return grid, mean, ys.min(axis=0), ys.max(axis=0)
+
+
+def plot_runs(run_dirs: list[Path | str], out: Path | str | None = None, smooth: int = 100, spread="minmax"):
+    """Draw the curves of `run_dirs` in two panels (agent steps, frames); save to `out` if given.
+    Returns the matplotlib Figure (Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    if smooth < 1:
+        raise ConfigError(f"--smooth must be at least 1, got {smooth}")
+    if spread not in ("minmax", "std"):
+        raise ConfigError(f"--spread must be minmax or std, got {spread!r}")
+    if not run_dirs:
+        raise ConfigError("give at least one RUN_DIR")
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    if out is not None:
+        out = Path(out)
+        fmt = out.suffix.lstrip(".").lower()
+        if fmt not in fig.canvas.get_supported_filetypes():
+            raise ConfigError(f"-o {out}: unknown image format {fmt!r}; use .png, .pdf or .svg")
+    curves = [load_run(d, smooth) for d in run_dirs]
+    empty = [str(d) for d, c in zip(run_dirs, curves) if c is None]
+    curves = [c for c in curves if c is not None]
+    if not curves:
+        raise ConfigError(f"no finished game logged yet in {', '.join(empty)}")
+    for d in empty:
+        print(f"ppo1 plot: {d} has no finished game yet; left out", file=sys.stderr)
+    groups: dict[str, list[Curve]] = {}
+    for c in curves:
+        groups.setdefault(group_name(c.name), []).append(c)
+
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (scale, xlabel) in zip(axes, [(1, "agent steps"), (FRAME_SKIP, "frames (4 x agent steps)")]):
+        for i, (group, members) in enumerate(groups.items()):
+            color = f"C{i % 10}"
+            spread_data = band(members, spread) if len(members) > 1 else None
+            if spread_data is not None:
+                grid, mean, lo, hi = spread_data
+                what = "min-max" if spread == "minmax" else "+-std"
+                label = f"{group} (mean of {len(members)} runs, {what})"
+                ax.plot(grid * scale, mean, color=color, label=label)
+                ax.fill_between(grid * scale, lo, hi, color=color, alpha=0.25, linewidth=0)
+            else:  # one run, or runs that share no steps: one line each
+                for j, c in enumerate(members):
+                    alpha = 1.0 if j == 0 else 0.6
+                    ax.plot(c.steps * scale, c.scores, color=color, label=c.name, alpha=alpha)
+        ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_formatter(EngFormatter())
+        ax.grid(True, alpha=0.3)
+    sources = {c.source for c in curves}
+    ylabel = "game score"
+    if "monitor" in sources:
+        ylabel += f" (mean of the last {smooth} games)"
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(loc="best", fontsize="small")
+    envs = sorted({c.env_id for c in curves if c.env_id})
+    fig.suptitle(f"ppo1 learning curves{': ' + ', '.join(envs) if envs else ''}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=100)
+    return fig
+
+
+def run_plot(args) -> int:
+    out = Path(args.output)
+    plot_runs(args.run_dirs, out, smooth=args.smooth, spread=args.spread)
+    print(f"wrote {out}", flush=True)
+    return 0
