@@ -1,0 +1,116 @@
+"""Does it learn, and how fast by the wall clock? Train, evaluate, plot, in one folder.
+
+    python benchmarks/learning.py --env_name Pong --minutes 30 --seeds 1 [--out DIR] [`ppo1 train` flags]
+
+For each seed: `ppo1 train` with the given flags for at most --minutes of wall clock (or
+--env_steps agent steps), then `ppo1 evaluate` of the final checkpoint under the paper protocol.
+Writes into --out: the run folders, results.json (per seed: mean real score of the last 100
+training games, evaluation mean and std, agent steps, frames, wall time, steps/s, and the first
+agent step and wall time at which the last-100 mean reached --target) and curve.png from
+`ppo1 plot`. Cost: --minutes x --seeds of machine time, plus evaluation (a few minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ppo1.cli import add_config_flags  # noqa: E402
+from ppo1.train import start  # noqa: E402
+
+
+def read_monitor(path: Path) -> list[tuple[float, int, float]]:
+    with path.open() as f:
+        next(f)  # the '#{json}' line
+        return [(float(r["r"]), int(r["l"]), float(r["t"])) for r in csv.DictReader(f)]
+
+
+def reached(games: list[tuple[float, int, float]], target: float) -> tuple[int | None, float | None]:
+    """First agent step and wall time at which the mean of the last 100 games reached target."""
+    last, steps = deque(maxlen=100), 0
+    for r, n, t in games:
+        last.append(r)
+        steps += n
+        if len(last) == 100 and sum(last) / 100 >= target:
+            return steps, t
+    return None, None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget per seed")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--target", type=float, default=18.0, help="score the last-100 mean must reach")
+    p.add_argument("--eval_episodes", type=int, default=10)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
+    p.add_argument("--env_name", default="PongNoFrameskip-v4")
+    args, extra = p.parse_known_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    train_parser = argparse.ArgumentParser()  # the train flags, parsed as ppo1 train does
+    add_config_flags(train_parser)
+    overrides = {k: v for k, v in vars(train_parser.parse_args(extra)).items() if v is not None}
+    overrides["env_name"] = args.env_name
+    overrides.setdefault("save_interval", 50)
+    results = []
+    for seed in range(1, args.seeds + 1):
+        name = f"{args.env_name.replace('/', '_')}-{overrides.get('preset', 'ppo-paper')}-seed{seed}"
+        run = {**overrides, "seed": seed, "checkpoint_dir": str(args.out), "model_name": name}
+        t0 = time.time()
+        counters = start(run, fresh=True, max_seconds=args.minutes * 60)
+        wall = time.time() - t0
+        games = read_monitor(args.out / name / "monitor.csv")
+        eval_json = args.out / f"{name}-eval.json"
+        subprocess.run(
+            [sys.executable, "-m", "ppo1", "evaluate", "--env_name", args.env_name, "--checkpoint_dir",
+             str(args.out), "--model_name", name, "--protocol", "paper", "--episodes",
+             str(args.eval_episodes), "--json", str(eval_json)],
+            check=True,
+        )  # fmt: skip
+        ev = json.loads(eval_json.read_text())
+        step_hit, time_hit = reached(games, args.target)
+        last100 = [r for r, _, _ in games[-100:]]
+        results.append(
+            {
+                "seed": seed,
+                "last100_mean": sum(last100) / len(last100) if last100 else None,
+                "games": len(games),
+                "eval_mean": ev["mean"],
+                "eval_std": ev["std"],
+                "eval_episodes": len(ev["scores"]),
+                "agent_steps": counters["timesteps"],
+                "frames": 4 * counters["timesteps"],
+                "wall_seconds": wall,
+                "steps_per_second": counters["timesteps"] / counters["elapsed"],
+                "target": args.target,
+                "target_step": step_hit,
+                "target_seconds": time_hit,
+            }
+        )
+    runs = [str(args.out / r) for r in sorted(p.name for p in args.out.iterdir() if p.is_dir())]
+    subprocess.run(
+        [sys.executable, "-m", "ppo1", "plot", *runs, "-o", str(args.out / "curve.png")], check=True
+    )
+    summary = {"env_name": args.env_name, "minutes": args.minutes, "settings": overrides, "seeds": results}
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for r in results:
+        hit = (
+            f"reached {args.target} at step {r['target_step']}" if r["target_step"] else "target not reached"
+        )
+        print(
+            f"seed {r['seed']}: last-100 {r['last100_mean']}, "
+            f"eval {r['eval_mean']:.1f} +- {r['eval_std']:.1f}, {r['agent_steps']:,} steps "
+            f"in {r['wall_seconds'] / 60:.1f} min ({r['steps_per_second']:.0f}/s), {hit}"
+        )
+
+
+if __name__ == "__main__":
+    main()
