@@ -6,8 +6,7 @@ import argparse
 import sys
 from dataclasses import MISSING, fields
 
-from ppo1.config import CHOICES, PRESETS, Config, ConfigError, field_docs
-from ppo1.distributed import RankFailure
+from ppo1.config import CHOICES, PRESETS, Config, ConfigError, RankFailure, field_docs, resolve
 
 
 class UsageError(Exception):
@@ -132,8 +131,9 @@ def _add_run_flags(parser: argparse.ArgumentParser, episodes_help: str) -> None:
         *_spellings("torch_threads"),
         dest="torch_threads",
         type=_int,
-        default=0,
-        help="torch intra-op threads; 0 picks the number of cores",
+        default=1,
+        help="torch intra-op threads (default: 1; 0 = the number of cores). Acting on a few frames at a "
+        "time gains nothing from more, and on a small machine they slow the emulator threads down",
     )
 
 
@@ -184,7 +184,12 @@ def add_agent_commands(sub) -> None:
         description="Show the agent playing in real time in ALE's window (needs a display).",
     )
     _add_run_flags(play, "games to play (default: 1)")
-    play.add_argument("--fps", type=_float, help="agent steps per second (default: 15, the game's speed)")
+    play.add_argument(
+        "--fps",
+        type=_float,
+        help="agent steps per second at most (default: 15, the game's speed; ALE's window never runs "
+        "the game faster than its own 60 frames/s, so more than 15 has no effect)",
+    )
 
     plot = sub.add_parser(
         "plot",
@@ -205,11 +210,11 @@ def add_agent_commands(sub) -> None:
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
+        overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "fresh")}
+        resolve(overrides)  # bad flags fail here, before torch is imported
         from ppo1.train import start
 
-        fresh = args.fresh
-        overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "fresh")}
-        start(overrides, fresh=fresh)
+        start(overrides, fresh=args.fresh)
     elif args.command == "evaluate":
         from ppo1.evaluate import run_evaluate
 

@@ -15,6 +15,10 @@ class ConfigError(ValueError):
     """Bad user input. The CLI prints it as one line and exits with status 2."""
 
 
+class RankFailure(RuntimeError):
+    """Another rank is gone or out of step; the message names it. The CLI exits with status 1."""
+
+
 @dataclass
 class Config:
     env_name: str = "PongNoFrameskip-v4"

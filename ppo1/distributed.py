@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-
-class RankFailure(RuntimeError):
-    """Another rank is gone or out of step; the message names it."""
+from ppo1.config import RankFailure
 
 
 def launcher_env() -> tuple[int, int, int]:

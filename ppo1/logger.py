@@ -39,7 +39,8 @@ def _filter_csv(path: Path, keep, skip_comment: bool = False) -> None:
     head = lines[:1] if skip_comment and lines and lines[0].startswith("#") else []
     reader = csv.DictReader(lines[len(head) :])
     out = head + lines[len(head) : len(head) + 1]
-    kept = [r for r in reader if keep(r)]
+    # A torn last line (a crash mid-write) has missing fields: drop it with the rest.
+    kept = [r for r in reader if None not in r.values() and keep(r)]
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
         f.writelines(out)
@@ -52,7 +53,7 @@ def drop_rows_after(run_dir: Path, timesteps: int, elapsed: float) -> None:
     """On resume, forget what was logged after the checkpoint, so nothing is counted twice."""
     _filter_csv(run_dir / PROGRESS, lambda r: int(float(r["TimestepsSoFar"])) <= timesteps)
     for mon in run_dir.glob("monitor*.csv"):
-        _filter_csv(mon, lambda r: float(r["t"]) <= elapsed, skip_comment=True)
+        _filter_csv(mon, lambda r: float(r["t"]) <= round(elapsed, 6), skip_comment=True)
 
 
 class MonitorWriter:
@@ -69,7 +70,7 @@ class MonitorWriter:
 
     def write(self, scores: list[float], lengths: list[int], elapsed: float) -> None:
         for r, n in zip(scores, lengths):
-            self.writer.writerow([r, n, round(elapsed, 6)])
+            self.writer.writerow([r, n, round(elapsed, 6)])  # drop_rows_after compares it rounded
         self.file.flush()
 
     def close(self) -> None:

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from ppo1 import checkpoint, distributed
-from ppo1.config import Config, ConfigError, resolve
-from ppo1.distributed import Dist, RankFailure
+from ppo1.config import Config, ConfigError, RankFailure, resolve
+from ppo1.distributed import Dist
 from ppo1.envs import AtariVecEnv, default_threads, parse_env_name
 from ppo1.learner import lr_multiplier, update
 from ppo1.logger import Logger, MonitorWriter, drop_rows_after, monitor_name
@@ -262,7 +262,10 @@ def prepare(overrides: dict, fresh: bool, world_size: int) -> tuple[Config, dict
         checkpoint.check_compatible(saved, cfg.to_dict(), path)
     pick_device(cfg.device)
     if fresh and cfg.run_dir.exists():
-        aside = cfg.run_dir.with_name(f"{cfg.run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        stamp = f"{cfg.run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside, n = cfg.run_dir.with_name(stamp), 1
+        while aside.exists():
+            aside, n = cfg.run_dir.with_name(f"{stamp}-{n}"), n + 1
         cfg.run_dir.rename(aside)
         print(f"--fresh: moved the old run folder to {aside}", flush=True)
     if resume is not None:

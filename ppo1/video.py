@@ -180,7 +180,8 @@ def has_display() -> bool:
 
 
 def run_play(args) -> int:
-    """`ppo1 play`: ALE's own window (render_mode="human"), paced to --fps agent steps a second."""
+    """`ppo1 play`: ALE's own window (render_mode="human"). ALE locks the emulation to the ROM's
+    60 frames/s there, i.e. 15 agent steps/s; --fps below 15 slows it down further."""
     if not has_display():
         raise ConfigError(
             "no display to open a window on (DISPLAY and WAYLAND_DISPLAY are unset); "

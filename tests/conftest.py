@@ -1,0 +1,97 @@
+"""Shared helpers: running the real CLI, tiny training flags, reading the run's CSV files."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# The smallest settings that still exercise every part of an iteration: 2 envs x 32 steps = 64
+# agent steps per iteration, minibatches of 2 x 8 samples, one thread each for torch and ale-py.
+TINY = [
+    "--num_envs",
+    "2",
+    "--timesteps_per_actorbatch",
+    "32",
+    "--optim_batchsize",
+    "8",
+    "--model_type",
+    "small",
+    "--torch_threads",
+    "1",
+    "--env_threads",
+    "1",
+    "--device",
+    "cpu",
+]
+BATCH = 64  # agent steps per iteration with TINY
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m ppo1 ARGS` in cwd, as a user would type it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ppo1", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(),
+    )
+
+
+def popen_cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ppo1", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+
+
+def read_progress(run_dir: Path) -> list[dict[str, str]]:
+    path = run_dir / "progress.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def timesteps(rows: list[dict[str, str]]) -> list[int]:
+    return [int(float(r["TimestepsSoFar"])) for r in rows]
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under root with its bytes (None for folders)."""
+    out: dict[str, bytes | None] = {}
+    for p in sorted(root.rglob("*")):
+        out[str(p.relative_to(root))] = None if p.is_dir() else p.read_bytes()
+    return out
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """The helpers, as one object, for the test modules."""
+
+    class Helpers:
+        TINY = TINY
+        BATCH = BATCH
+        run = staticmethod(run_cli)
+        popen = staticmethod(popen_cli)
+        progress = staticmethod(read_progress)
+        timesteps = staticmethod(timesteps)
+        snapshot = staticmethod(snapshot)
+
+    return Helpers

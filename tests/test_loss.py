@@ -1,0 +1,135 @@
+"""ppo_loss against an independent numpy computation; lr_multiplier; explained_variance."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ppo1.learner import explained_variance, lr_multiplier, ppo_loss
+
+CLIP = 0.2
+ENT_COEF = 0.01
+
+
+def numpy_reference(logits, values, actions, old_log_probs, adv, returns, clip, ent_coef):
+    """The PPO loss written out in numpy, from the paper's formulas."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # softmax by hand
+    logp_all = np.log(p)
+    logp = logp_all[np.arange(len(actions)), actions]
+    r = np.exp(logp - old_log_probs)
+    surr = np.minimum(r * adv, np.clip(r, 1 - clip, 1 + clip) * adv)
+    pol_surr = -surr.mean()
+    ent = -(p * logp_all).sum(axis=1).mean()
+    pol_entpen = -ent_coef * ent
+    vf_loss = ((values - returns) ** 2).mean()
+    return dict(
+        total=pol_surr + pol_entpen + vf_loss,
+        pol_surr=pol_surr,
+        pol_entpen=pol_entpen,
+        vf_loss=vf_loss,
+        ent=ent,
+        approx_kl=((r - 1) - np.log(r)).mean(),
+        clipfrac=(np.abs(r - 1) > clip).mean(),
+        ratio=r,
+    )
+
+
+def random_batch(seed, B=256, A=6):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(B, A))
+    actions = rng.integers(0, A, size=B)
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = (z - np.log(np.exp(z).sum(axis=1, keepdims=True)))[np.arange(B), actions]
+    # The old policy differs by up to exp(+-0.6) in ratio: many samples fall outside 1 +- 0.2.
+    old_log_probs = logp + rng.uniform(-0.6, 0.6, size=B)
+    adv = rng.normal(size=B)
+    values = rng.normal(size=B)
+    returns = rng.normal(size=B)
+    return logits, values, actions, old_log_probs, adv, returns
+
+
+def as_torch(logits, values, actions, old_log_probs, adv, returns):
+    return (
+        torch.tensor(logits, requires_grad=True),
+        torch.tensor(values, requires_grad=True),
+        torch.tensor(actions),
+        torch.tensor(old_log_probs),
+        torch.tensor(adv),
+        torch.tensor(returns),
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_loss_and_stats_match_numpy(seed):
+    batch = random_batch(seed)
+    ref = numpy_reference(*batch, CLIP, ENT_COEF)
+    # The case must really exercise clipping on both sides.
+    assert (ref["ratio"] > 1 + CLIP).sum() > 20 and (ref["ratio"] < 1 - CLIP).sum() > 20
+    total, stats = ppo_loss(*as_torch(*batch), CLIP, ENT_COEF)
+    assert total.item() == pytest.approx(ref["total"], rel=1e-10, abs=1e-12)
+    assert set(stats) >= {"pol_surr", "pol_entpen", "vf_loss", "ent", "approx_kl", "clipfrac"}
+    for k in ["pol_surr", "pol_entpen", "vf_loss", "ent", "approx_kl", "clipfrac"]:
+        assert float(stats[k]) == pytest.approx(ref[k], rel=1e-10, abs=1e-12), k
+        assert not stats[k].requires_grad, k
+    assert 0.2 < float(stats["clipfrac"]) < 0.9
+    assert float(stats["approx_kl"]) > 0
+
+
+def test_float32_matches_too():
+    batch = random_batch(7)
+    ref = numpy_reference(*batch, CLIP, ENT_COEF)
+    t = [x.float() if x.is_floating_point() else x for x in as_torch(*batch)]
+    total, stats = ppo_loss(*t, CLIP, ENT_COEF)
+    assert total.item() == pytest.approx(ref["total"], rel=1e-5, abs=1e-6)
+    assert float(stats["clipfrac"]) == pytest.approx(ref["clipfrac"])
+
+
+def test_no_policy_gradient_where_the_ratio_is_clipped_pessimistically():
+    batch = random_batch(3)
+    logits, values, actions, old, adv, returns = as_torch(*batch)
+    ref = numpy_reference(*batch, CLIP, 0.0)
+    r, a = ref["ratio"], batch[4]
+    clipped = ((a > 0) & (r > 1 + CLIP)) | ((a < 0) & (r < 1 - CLIP))
+    assert clipped.sum() > 10 and (~clipped).sum() > 10
+    total, _ = ppo_loss(logits, values, actions, old, adv, returns, CLIP, 0.0)  # no entropy term
+    total.backward()
+    g = logits.grad.abs().sum(dim=1).numpy()
+    assert np.all(g[clipped] == 0.0)
+    assert np.all(g[~clipped] > 0.0)
+    # The value head gets the MSE gradient 2 (v - R) / B for every sample.
+    torch.testing.assert_close(values.grad, torch.tensor(2 * (batch[1] - batch[5]) / len(batch[1])))
+
+
+def test_identical_policies_have_ratio_one():
+    batch = list(random_batch(4))
+    z = batch[0] - batch[0].max(axis=1, keepdims=True)
+    batch[3] = (z - np.log(np.exp(z).sum(axis=1, keepdims=True)))[np.arange(len(batch[2])), batch[2]]
+    total, stats = ppo_loss(*as_torch(*batch), CLIP, ENT_COEF)
+    assert float(stats["approx_kl"]) == pytest.approx(0.0, abs=1e-12)
+    assert float(stats["clipfrac"]) == 0.0
+    # With ratio 1 the surrogate is just -mean(advantage).
+    assert float(stats["pol_surr"]) == pytest.approx(-batch[4].mean(), abs=1e-12)
+
+
+def test_lr_multiplier():
+    assert lr_multiplier(0, 100, "linear") == 1.0
+    assert lr_multiplier(25, 100, "linear") == pytest.approx(0.75)
+    assert lr_multiplier(99, 100, "linear") == pytest.approx(0.01)
+    assert lr_multiplier(100, 100, "linear") == 0.0
+    assert lr_multiplier(150, 100, "linear") == 0.0  # floored at 0, never negative
+    for t in (0, 50, 100, 150):
+        assert lr_multiplier(t, 100, "constant") == 1.0
+
+
+def test_explained_variance():
+    target = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert explained_variance(target.clone(), target) == pytest.approx(1.0)
+    # Predicting the mean explains nothing.
+    assert explained_variance(torch.full((4,), 2.5), target) == pytest.approx(0.0, abs=1e-7)
+    # Residual [0, 0, 0, -1]: population variance 0.1875; Var[target] = 1.25 -> 1 - 0.15 = 0.85.
+    assert explained_variance(torch.tensor([1.0, 2.0, 3.0, 5.0]), target) == pytest.approx(0.85)
+    # Worse than the mean: negative. Residual 2 * target: variance 4 * 1.25 = 5 -> 1 - 5 / 1.25 = -3.
+    assert explained_variance(-target, target) == pytest.approx(-3.0)
+    assert math.isnan(explained_variance(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 3.0])))

@@ -1,0 +1,153 @@
+"""`ppo1 plot`: learning curves from monitor.csv / progress.csv written in the formats a run writes."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+from matplotlib.collections import PolyCollection
+
+from ppo1.cli import main
+from ppo1.logger import MonitorWriter, monitor_name
+from ppo1.plot import group_name, load_run, plot_runs
+
+
+def write_run(run_dir: Path, seed: int, games: int = 200, ranks: int = 1) -> None:
+    """A run's monitor file(s), written by the writer training uses: a Pong agent that improves
+    from -21 to about +15, games of ~1000-3000 agent steps, seed-dependent noise."""
+    rng = np.random.default_rng(seed)
+    run_dir.mkdir(parents=True)
+    writers = [MonitorWriter(run_dir / monitor_name(rank), "PongNoFrameskip-v4") for rank in range(ranks)]
+    for g in range(games):
+        score = float(np.clip(np.round(-21 + 36 * g / games + rng.normal(0, 3)), -21, 21))
+        length = int(1000 + 10 * g + rng.integers(0, 200))
+        writers[g % ranks].write([score], [length], elapsed=10.0 * g + rng.random())
+    for w in writers:
+        w.close()
+
+
+def write_progress(run_dir: Path, rows: list[tuple[int, float]]) -> None:
+    run_dir.mkdir(parents=True)
+    with (run_dir / "progress.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["pol_surr", "EpLenMean", "EpRewMean", "TimestepsSoFar"])
+        for step, score in rows:
+            w.writerow([0.01, 900.0, score, step])
+
+
+@pytest.mark.parametrize(
+    "name, group",
+    [
+        ("tiny-seed1", "tiny"),
+        ("tiny_seed2", "tiny"),
+        ("tiny_s1", "tiny"),
+        ("tiny-s12", "tiny"),
+        ("Pong-ppo-paper", "Pong-ppo-paper"),
+        ("seed1", "seed1"),
+        ("exp-seeds", "exp-seeds"),
+    ],
+)
+def test_group_name_strips_a_seed_suffix(name, group):
+    assert group_name(name) == group
+
+
+def test_monitor_files_of_ranks_are_merged_by_time(tmp_path):
+    run = tmp_path / "dist"
+    run.mkdir()
+    rank0 = MonitorWriter(run / monitor_name(0), "PongNoFrameskip-v4")
+    rank1 = MonitorWriter(run / monitor_name(1), "PongNoFrameskip-v4")
+    rank0.write([-21.0], [100], elapsed=1.0)
+    rank1.write([-20.0], [200], elapsed=2.0)
+    rank0.write([-19.0], [300], elapsed=3.0)
+    rank1.write([-18.0], [400], elapsed=4.0)
+    rank0.close()
+    rank1.close()
+    curve = load_run(run, smooth=1)
+    assert curve.source == "monitor" and curve.games == 4
+    assert curve.steps.tolist() == [100, 300, 600, 1000]  # cumulative agent steps in time order
+    assert curve.scores.tolist() == [-21, -20, -19, -18]
+    assert load_run(run, smooth=2).scores.tolist() == [-21, -20.5, -19.5, -18.5]
+    assert curve.env_id == "PongNoFrameskip-v4"
+
+
+def test_seeds_of_one_setting_draw_a_band(tmp_path):
+    for seed in (1, 2):
+        write_run(tmp_path / f"exp-seed{seed}", seed)
+    write_progress(tmp_path / "other", [(1024, float("nan")), (2048, -20.5), (4096, -19.0), (8192, -12.0)])
+    out = tmp_path / "figs" / "curve.png"
+    runs = [tmp_path / "exp-seed1", tmp_path / "exp-seed2", tmp_path / "other"]
+    fig = plot_runs(runs, out)
+    steps_ax, frames_ax = fig.axes[:2]
+    for ax in (steps_ax, frames_ax):
+        bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+        assert len(bands) == 1  # the two seeds; "other" is one run: a line only
+        assert len(ax.get_lines()) == 2  # one line per setting
+    labels = [line.get_label() for line in steps_ax.get_lines()]
+    assert labels[0].startswith("exp (mean of 2 runs") and labels[1] == "other"
+    mean_steps = steps_ax.get_lines()[0].get_xdata()
+    np.testing.assert_allclose(frames_ax.get_lines()[0].get_xdata(), 4 * mean_steps)
+    # The band has width: the seeds differ.
+    verts = bands[0].get_paths()[0].vertices
+    assert np.ptp(verts[:, 1]) > 1
+    # progress.csv: the NaN row (no game finished yet) is left out.
+    assert steps_ax.get_lines()[1].get_xdata().tolist() == [2048, 4096, 8192]
+
+    assert out.stat().st_size > 10_000
+    image = matplotlib.image.imread(out)
+    assert image.shape[0] > 300 and image.shape[1] > 800
+    assert image[..., :3].std() > 0.05  # not a blank canvas
+
+    single = plot_runs([tmp_path / "exp-seed1"])  # no seed to spread over: no band
+    assert not [c for c in single.axes[0].collections if isinstance(c, PolyCollection)]
+
+
+def test_plot_command_writes_the_png(tmp_path):
+    for seed in (1, 2):
+        write_run(tmp_path / f"tiny_s{seed}", seed, ranks=2)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    out = tmp_path / "curve.png"
+    r = subprocess.run(
+        [sys.executable, "-m", "ppo1", "plot", "tiny_s1", "tiny_s2", "-o", str(out), "--spread", "std"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {out}" in r.stdout
+    image = matplotlib.image.imread(out)
+    assert image[..., :3].std() > 0.05
+
+
+def one_error_line(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("ppo1 plot: error: ")
+    return lines[0]
+
+
+def test_plot_errors_are_one_line_and_write_nothing(capsys, tmp_path):
+    out = tmp_path / "curve.png"
+    assert "does not exist" in one_error_line(capsys, ["plot", str(tmp_path / "missing"), "-o", str(out)])
+    (tmp_path / "empty").mkdir()
+    assert "no monitor.csv" in one_error_line(capsys, ["plot", str(tmp_path / "empty"), "-o", str(out)])
+    # A run that has finished no game yet: its monitor.csv holds only the header.
+    (tmp_path / "new").mkdir()
+    MonitorWriter(tmp_path / "new" / "monitor.csv", "PongNoFrameskip-v4").close()
+    assert "no finished game" in one_error_line(capsys, ["plot", str(tmp_path / "new"), "-o", str(out)])
+    write_run(tmp_path / "ok", 0, games=20)
+    ok = str(tmp_path / "ok")
+    assert "image format" in one_error_line(capsys, ["plot", ok, "-o", str(tmp_path / "c.xyz")])
+    assert "--smooth" in one_error_line(capsys, ["plot", ok, "-o", str(out), "--smooth", "0"])
+    assert not out.exists() and not (tmp_path / "c.xyz").exists()

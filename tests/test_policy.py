@@ -1,0 +1,102 @@
+"""CnnPolicy: shapes, baselines initialization, sampling."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Categorical
+
+from ppo1.policies import CnnPolicy
+
+# kind -> (conv out channels, hidden units, flattened conv output)
+ARCH = {"small": ([16, 32], 256, 32 * 9 * 9), "large": ([32, 64, 64], 512, 64 * 7 * 7)}
+
+
+def frames(batch, channels, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, channels, 84, 84), dtype=torch.uint8, generator=g)
+
+
+@pytest.mark.parametrize("kind", ["small", "large"])
+@pytest.mark.parametrize("channels", [4, 1])
+def test_output_shapes_and_architecture(kind, channels):
+    torch.manual_seed(0)
+    policy = CnnPolicy(channels, 6, kind)
+    logits, values = policy(frames(5, channels))
+    assert logits.shape == (5, 6) and values.shape == (5,)
+    assert logits.dtype == values.dtype == torch.float32
+    convs = [m for m in policy.modules() if isinstance(m, torch.nn.Conv2d)]
+    out_channels, hidden, flat = ARCH[kind]
+    assert [c.out_channels for c in convs] == out_channels
+    assert convs[0].in_channels == channels
+    linears = [m for m in policy.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(flat, hidden), (hidden, 6), (hidden, 1)]
+
+
+@pytest.mark.parametrize("kind", ["small", "large"])
+def test_baselines_initialization(kind):
+    torch.manual_seed(1)
+    policy = CnnPolicy(4, 6, kind)
+    # normc: each output unit's incoming weights (a row of PyTorch's (out, in) matrix) has norm gain.
+    torch.testing.assert_close(policy.logits.weight.norm(dim=1), torch.full((6,), 0.01))
+    torch.testing.assert_close(policy.value.weight.norm(dim=1), torch.ones(1))
+    hidden = policy.logits.weight.shape[1]
+    # Not the TF axis: the column norms of the logits head are not all 0.01.
+    assert not torch.allclose(policy.logits.weight.norm(dim=0), torch.full((hidden,), 0.01))
+    dense = [m for m in policy.torso if isinstance(m, torch.nn.Linear)]
+    assert len(dense) == 1
+    torch.testing.assert_close(dense[0].weight.norm(dim=1), torch.ones(dense[0].out_features))
+    for layer in [policy.logits, policy.value, dense[0]]:
+        assert torch.count_nonzero(layer.bias) == 0
+    for conv in [m for m in policy.modules() if isinstance(m, torch.nn.Conv2d)]:
+        k = conv.kernel_size[0] * conv.kernel_size[1]
+        bound = math.sqrt(6.0 / (conv.in_channels * k + conv.out_channels * k))
+        assert conv.weight.abs().max() <= bound
+        assert conv.weight.abs().max() > 0.9 * bound  # uniform over the whole range
+        assert torch.count_nonzero(conv.bias) == 0
+    # A fresh policy is nearly uniform: tiny logits.
+    logits, _ = policy(frames(8, 4))
+    assert logits.abs().max() < 0.1
+
+
+def test_uint8_input_is_scaled_to_unit_range():
+    torch.manual_seed(2)
+    policy = CnnPolicy(4, 6, "small")
+    x = frames(3, 4, seed=5)
+    logits, values = policy(x)
+    # The same frames given as floats in [0, 1] through the layers by hand.
+    h = policy.torso(x.float() / 255.0)
+    torch.testing.assert_close(logits, policy.logits(h))
+    torch.testing.assert_close(values, policy.value(h).squeeze(-1))
+    # Pixel values given as floats (0..255) mean the same frames.
+    torch.testing.assert_close(policy(x.float())[0], logits)
+    # The scaling matters: raw 0..255 pixels through the torso give another hidden state.
+    assert not torch.allclose(policy.torso(x.float()), h)
+
+
+def test_act_samples_valid_actions_with_matching_log_probs():
+    torch.manual_seed(3)
+    policy = CnnPolicy(4, 6, "small")
+    with torch.no_grad():
+        policy.logits.weight.mul_(300)  # make the distribution clearly non-uniform
+    x = frames(64, 4, seed=6)
+    actions, log_probs, values = policy.act(x)
+    assert actions.shape == log_probs.shape == values.shape == (64,)
+    assert actions.dtype == torch.int64
+    assert actions.min() >= 0 and actions.max() < 6
+    with torch.no_grad():
+        logits, want_values = policy(x)
+    torch.testing.assert_close(log_probs, Categorical(logits=logits).log_prob(actions.clone()))
+    torch.testing.assert_close(values, want_values)
+    assert not log_probs.requires_grad
+    assert len(set(actions.tolist())) > 1
+    # Same torch seed, same samples.
+    torch.manual_seed(9)
+    a1 = policy.act(x)[0]
+    torch.manual_seed(9)
+    assert torch.equal(a1, policy.act(x)[0])
+
+
+def test_unknown_kind():
+    with pytest.raises(ValueError, match="huge"):
+        CnnPolicy(4, 6, "huge")

@@ -1,0 +1,181 @@
+"""`ppo1 movie` and `ppo1 play`: real games, real ffmpeg encoding, files read back with imageio."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio_v2
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from ppo1 import checkpoint
+from ppo1.cli import main
+from ppo1.envs import make_gym_env, parse_env_name
+
+TRAIN_TINY = [
+    "train",
+    "--env_steps",
+    "256",
+    "--num_envs",
+    "2",
+    "--timesteps_per_actorbatch",
+    "64",
+    "--optim_batchsize",
+    "16",
+    "--torch_threads",
+    "1",
+    "--env_threads",
+    "1",
+]
+WROTE = re.compile(r"wrote (\S+) \(score (-?\d+), (\d+) agent steps, (\d+) frames\)")
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "ppo1", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A checkpoint_dir holding run `tiny` (256 agent steps on Pong), shared with test_evaluate."""
+    root = tmp_path_factory.getbasetemp() / "ppo1-tiny-run"
+    if not (root / "tiny" / checkpoint.CHECKPOINT).exists():
+        root.mkdir(exist_ok=True)
+        r = run_cli([*TRAIN_TINY, "--checkpoint_dir", str(root), "--model_name", "tiny"], cwd=root)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert (root / "tiny" / checkpoint.CHECKPOINT).exists()
+    return root
+
+
+def first_frame_of_game(seed: int) -> np.ndarray:
+    """The colour screen right after a paper-protocol reset with this seed, rendered directly."""
+    env = make_gym_env(parse_env_name("PongNoFrameskip-v4"), render_mode="rgb_array")
+    try:
+        env.reset(seed=seed)
+        return env.render()
+    finally:
+        env.close()
+
+
+def test_movie_mp4_decodes_with_one_frame_per_step(tiny, tmp_path):
+    assets = tmp_path / "assets"
+    args = ["movie", "--checkpoint_dir", str(tiny), "--model_name", "tiny", "--asset_dir", str(assets)]
+    r = run_cli([*args, "--seed", "5"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = WROTE.search(r.stdout)
+    assert m, r.stdout
+    path, score, steps, frames = Path(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4))
+    assert path.parent == assets / "tiny"
+    assert path.name == f"Pong-score-{score}-step-256.mp4"
+    assert [p.name for p in (assets / "tiny").iterdir()] == [path.name]  # no temporary file left
+    assert -21 <= score <= 21 and steps > 21 * 20  # a full game
+    assert frames == steps + 1  # the screen after the reset, then one per agent step
+
+    reader = imageio_v2.get_reader(path)
+    meta = reader.get_meta_data()
+    assert meta["codec"] == "h264"
+    assert meta["fps"] == pytest.approx(15.0)
+    count, first, middle = 0, None, None
+    for frame in reader:  # streamed: the file is read back frame by frame
+        if count == 0:
+            first = frame
+        if count == steps // 2:
+            middle = frame
+        count += 1
+    reader.close()
+    assert count == frames
+    assert first.shape == (420, 320, 3)  # 160x210 at the default scale 2
+    assert first.std() > 10 and middle.std() > 10  # not a blank screen
+    assert np.abs(first.astype(int) - middle.astype(int)).mean() > 0.5  # the game moves
+    # In colour: Pong's field is brown (red > blue), its paddles orange and green.
+    assert np.abs(first[..., 0].astype(int) - first[..., 2].astype(int)).mean() > 30
+    # The first frame is the game's own first screen (H.264 is lossy: compare on average).
+    expected = first_frame_of_game(5).repeat(2, axis=0).repeat(2, axis=1)
+    assert np.abs(first.astype(int) - expected.astype(int)).mean() < 6
+
+
+def test_movie_gif_has_exact_colours(tiny, tmp_path):
+    assets = tmp_path / "assets"
+    args = ["movie", "--checkpoint_dir", str(tiny), "--model_name", "tiny", "--asset_dir", str(assets)]
+    r = run_cli([*args, "--gif", "--scale", "1", "--seed", "7"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = WROTE.search(r.stdout)
+    assert m, r.stdout
+    path, score, steps, frames = Path(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4))
+    assert path.name == f"Pong-score-{score}-step-256.gif"
+    gif = iio.imread(path, index=None)
+    assert gif.shape[0] == frames == steps + 1
+    assert gif.shape[1:3] == (210, 160)
+    assert gif[..., :3].std() > 10
+    # A palette per frame: Atari colours survive exactly.
+    assert np.array_equal(gif[0, ..., :3], first_frame_of_game(7))
+
+
+def test_movie_without_the_video_extra_names_it(tiny, tmp_path):
+    """imageio-ffmpeg made unimportable in a real child process, as if it were not installed."""
+    assets = tmp_path / "assets"
+    code = (
+        "import sys; sys.modules['imageio_ffmpeg'] = None; from ppo1.cli import main; "
+        f"main(['movie', '--checkpoint_dir', {str(tiny)!r}, '--model_name', 'tiny', "
+        f"'--asset_dir', {str(assets)!r}])"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ppo1 movie: error: "), r.stderr
+    assert "pip install -e '.[video]'" in lines[0]
+    assert not assets.exists()
+
+
+def one_error_line(capsys, argv: list[str], command: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"ppo1 {command}: error: ")
+    return lines[0]
+
+
+def test_movie_without_checkpoint_writes_nothing(capsys, tmp_path):
+    assets = tmp_path / "assets"
+    args = ["movie", "--checkpoint_dir", str(tmp_path), "--model_name", "none", "--asset_dir", str(assets)]
+    line = one_error_line(capsys, args, "movie")
+    assert "no checkpoint" in line and "--allow_random" in line
+    assert not assets.exists()
+
+
+@pytest.mark.parametrize("bad", [["--episodes", "0"], ["--protocol", "nope"], ["--scale", "0"]])
+def test_movie_bad_values(capsys, tiny, tmp_path, bad):
+    assets = tmp_path / "assets"
+    args = ["movie", "--checkpoint_dir", str(tiny), "--model_name", "tiny", "--asset_dir", str(assets)]
+    one_error_line(capsys, [*args, *bad], "movie")
+    assert not assets.exists()
+
+
+def test_movie_checkpoint_of_another_game(capsys, tiny, tmp_path):
+    args = ["movie", "--checkpoint_dir", str(tiny), "--model_name", "tiny", "--env_name", "MsPacman"]
+    line = one_error_line(capsys, [*args, "--asset_dir", str(tmp_path / "a")], "movie")
+    assert "Pong" in line and "MsPacman" in line
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the display check is Linux's")
+def test_play_without_display_says_so_and_suggests_movie(capsys, monkeypatch, tiny):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    args = ["play", "--checkpoint_dir", str(tiny), "--model_name", "tiny", "--episodes", "1", "--fps", "30"]
+    line = one_error_line(capsys, args, "play")
+    assert "display" in line and "ppo1 movie" in line
