@@ -6,7 +6,6 @@ import math
 
 import torch
 from torch import nn
-from torch.distributions import Categorical
 
 
 def normc_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
@@ -71,10 +70,14 @@ class CnnPolicy(nn.Module):
         x = self.torso(x.contiguous(memory_format=torch.channels_last))
         return self.logits(x), self.value(x).squeeze(-1)
 
-    @torch.inference_mode()
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample actions; return actions, their log-probabilities and the values, each (B,)."""
-        logits, values = self(obs)
-        dist = Categorical(logits=logits)
-        actions = dist.sample()
-        return actions, dist.log_prob(actions), values
+        """Sample actions; return actions, their log-probabilities and the values, each (B,).
+
+        The same draws as Categorical(logits).sample() / .log_prob() (multinomial over the
+        softmax), without the distribution object's per-call overhead on this hot path.
+        """
+        with torch.inference_mode():
+            logits, values = self(obs)
+            log_p = torch.log_softmax(logits, dim=-1)
+            actions = torch.multinomial(log_p.exp(), 1).squeeze(1)
+            return actions, log_p.gather(1, actions.unsqueeze(1)).squeeze(1), values

@@ -100,3 +100,19 @@ def test_act_samples_valid_actions_with_matching_log_probs():
 def test_unknown_kind():
     with pytest.raises(ValueError, match="huge"):
         CnnPolicy(4, 6, "huge")
+
+
+def test_act_draws_exactly_what_categorical_draws():
+    """act() skips the distribution object for speed; the draws must not change."""
+    from torch.distributions import Categorical
+
+    policy = CnnPolicy(4, 6, "small")
+    obs = torch.randint(0, 256, (64, 4, 84, 84), dtype=torch.uint8)
+    torch.manual_seed(3)
+    actions, log_probs, _ = policy.act(obs)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        dist = Categorical(logits=policy(obs)[0])
+        expected = dist.sample()
+    assert torch.equal(actions, expected)
+    torch.testing.assert_close(log_probs, dist.log_prob(expected))
