@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ppo1.config import ConfigError
+from ppo1.errors import ConfigError, SaveError
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -18,7 +18,10 @@ FORMAT_VERSION = 1
 def save(path: Path, state: dict[str, Any]) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over the old one."""
     state = {"format_version": FORMAT_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise SaveError(f"cannot write checkpoint {path}: {e.strerror}") from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -28,9 +31,14 @@ def save(path: Path, state: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        if not isinstance(e, Exception):
+            raise  # Ctrl-C and friends
+        while e.__context__ is not None and not isinstance(e, OSError):
+            e = e.__context__  # torch wraps the OS error (disk full, EFBIG) in a RuntimeError
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:120]
+        raise SaveError(f"cannot write checkpoint {path} ({why}); the previous one is intact") from None
 
 
 def load(path: Path) -> dict[str, Any]:

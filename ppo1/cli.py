@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import MISSING, fields
 
-from ppo1.config import CHOICES, PRESETS, Config, ConfigError, RankFailure, field_docs, resolve
+from ppo1.config import CHOICES, PRESETS, Config, field_docs, resolve
+from ppo1.errors import ConfigError, RankFailure, SaveError
 
 
 class UsageError(Exception):
@@ -242,7 +244,13 @@ def main(argv: list[str] | None = None) -> None:
         sub = argv[0] if argv and not argv[0].startswith("-") else ""
         print(f"ppo1{' ' + sub if sub else ''}: error: {e}", file=sys.stderr)
         code = 2
-    except (RankFailure, FloatingPointError) as e:  # the run stopped; its checkpoint is intact
+    except (RankFailure, FloatingPointError, SaveError) as e:  # the run stopped; its checkpoint is intact
         print(f"ppo1: error: {e}", file=sys.stderr)
+        if isinstance(e, RankFailure):
+            # Skip interpreter teardown: torch's process-group destructors can abort (SIGABRT)
+            # when a peer is gone, which would turn this clean exit into a crash.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         code = 1
     sys.exit(code)

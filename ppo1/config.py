@@ -10,13 +10,7 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-
-class ConfigError(ValueError):
-    """Bad user input. The CLI prints it as one line and exits with status 2."""
-
-
-class RankFailure(RuntimeError):
-    """Another rank is gone or out of step; the message names it. The CLI exits with status 1."""
+from ppo1.errors import ConfigError, RankFailure  # noqa: F401 (re-exported)
 
 
 @dataclass

@@ -309,6 +309,11 @@ def start(overrides: dict, fresh: bool = False, max_seconds: float | None = None
         if error is not None:
             raise ConfigError(error if d.rank == 0 else f"rank 0 refused to start: {error}")
         cfg.run_dir.mkdir(parents=True, exist_ok=True)  # for monitor.<rank>.csv on other machines
-        return train(cfg, resume, d, device, max_seconds)
-    finally:
+        counters = train(cfg, resume, d, device, max_seconds)
+    except RankFailure:
+        raise  # no teardown: destroying a group whose peer is dead can abort the process
+    except BaseException:
         distributed.shutdown()
+        raise
+    distributed.shutdown()
+    return counters
