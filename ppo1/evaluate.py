@@ -18,7 +18,7 @@ import torch
 from ppo1 import checkpoint
 from ppo1.config import Config, ConfigError, resolve
 from ppo1.envs import FRAME_SKIP, MAX_FRAMES, NOOP_MAX, STICKY_V5, AtariVecEnv, EnvSpec, parse_env_name
-from ppo1.policies import CnnPolicy
+from ppo1.policies import CnnPolicy, pick_device
 
 # name -> (no-op starts at most, sticky-action probability). Both keep the 108,000-frame cap.
 PROTOCOLS: dict[str, tuple[int, float]] = {
@@ -51,18 +51,6 @@ def describe_protocol(protocol: str) -> str:
 def check_episodes(episodes: int) -> None:
     if episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {episodes}")
-
-
-def pick_device(name: str | torch.device) -> torch.device:
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be one of auto, cpu, cuda, got {name!r}")
-    return torch.device(name)
 
 
 def policy_in_channels(policy: CnnPolicy) -> int:
@@ -340,17 +328,15 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_evaluate(args) -> int:
-    """`ppo1 evaluate`: every check that can fail on bad input runs before anything is written."""
+def load_agent_from_args(args) -> Agent:
+    """The flags evaluate, movie and play share: check them, then load the agent."""
     check_episodes(args.episodes)
     if args.protocol is not None:
         protocol_settings(args.protocol)
-    if args.num_envs is not None and args.num_envs < 1:
-        raise ConfigError(f"--num_envs must be at least 1, got {args.num_envs}")
     if args.seed < 0:
         raise ConfigError(f"--seed must be 0 or more, got {args.seed}")
     set_threads(args.torch_threads)
-    agent = load_agent(
+    return load_agent(
         env_name=args.env_name,
         checkpoint_dir=args.checkpoint_dir,
         model_name=args.model_name,
@@ -359,6 +345,13 @@ def run_evaluate(args) -> int:
         seed=args.seed,
         device=args.device,
     )
+
+
+def run_evaluate(args) -> int:
+    """`ppo1 evaluate`: every check that can fail on bad input runs before anything is written."""
+    if args.num_envs is not None and args.num_envs < 1:
+        raise ConfigError(f"--num_envs must be at least 1, got {args.num_envs}")
+    agent = load_agent_from_args(args)
     json_path = Path(args.json) if args.json else None
     if json_path is not None and json_path.is_dir():
         raise ConfigError(f"--json {json_path} is a folder")

@@ -7,6 +7,21 @@ import math
 import torch
 from torch import nn
 
+from ppo1.errors import ConfigError
+
+
+def pick_device(name: str | torch.device) -> torch.device:
+    """--device: auto (CUDA where available), cpu or cuda."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be one of auto, cpu, cuda, got {name!r}")
+    return torch.device(name)
+
 
 def normc_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
     """baselines tf_util.normc_initializer: each unit's incoming weights have norm `gain`.

@@ -17,16 +17,8 @@ from ppo1.distributed import Dist
 from ppo1.envs import AtariVecEnv, default_threads, parse_env_name
 from ppo1.learner import lr_multiplier, update
 from ppo1.logger import Logger, MonitorWriter, drop_rows_after, monitor_name
-from ppo1.policies import CnnPolicy
+from ppo1.policies import CnnPolicy, pick_device
 from ppo1.rollout import Rollout, compute_gae
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(name)
 
 
 def nanmean(xs) -> float:

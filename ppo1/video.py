@@ -21,15 +21,13 @@ from ppo1.envs import FRAME_SKIP, make_gym_env, parse_env_name
 from ppo1.evaluate import (
     ActionPicker,
     Agent,
-    check_episodes,
     default_protocol,
     describe_protocol,
-    load_agent,
-    pick_device,
+    load_agent_from_args,
     policy_in_channels,
     protocol_settings,
-    set_threads,
 )
+from ppo1.policies import pick_device
 
 ATARI_HZ = 60
 MOVIE_FPS = ATARI_HZ / FRAME_SKIP  # one frame per agent step, in real time
@@ -112,23 +110,9 @@ def record_game(env, pick: ActionPicker, path: Path, fps: float, scale: int, see
 
 
 def _load(args) -> Agent:
-    check_episodes(args.episodes)
-    if args.protocol is not None:
-        protocol_settings(args.protocol)
-    if args.seed < 0:
-        raise ConfigError(f"--seed must be 0 or more, got {args.seed}")
     if args.fps is not None and not args.fps > 0:
         raise ConfigError(f"--fps must be positive, got {args.fps}")
-    set_threads(args.torch_threads)
-    return load_agent(
-        env_name=args.env_name,
-        checkpoint_dir=args.checkpoint_dir,
-        model_name=args.model_name,
-        preset=args.preset,
-        allow_random=args.allow_random,
-        seed=args.seed,
-        device=args.device,
-    )
+    return load_agent_from_args(args)
 
 
 def run_movie(args) -> int:

@@ -38,7 +38,7 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m ppo1 ARGS` in cwd, as a user would type it."""
     return subprocess.run(
         [sys.executable, "-m", "ppo1", *args],
@@ -95,3 +95,21 @@ def cli():
         snapshot = staticmethod(snapshot)
 
     return Helpers
+
+
+TRAIN_TINY = ["train", "--env_steps", "256", "--num_envs", "2", "--timesteps_per_actorbatch", "64"]
+TRAIN_TINY += ["--optim_batchsize", "16", "--torch_threads", "1", "--env_threads", "1"]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A checkpoint_dir holding run `tiny`: 256 agent steps of real training on Pong, by the CLI,
+    shared by the evaluate and video tests."""
+    root = tmp_path_factory.getbasetemp() / "ppo1-tiny-run"
+    if not (root / "tiny" / "checkpoint.pt").exists():
+        root.mkdir(exist_ok=True)
+        r = run_cli(
+            [*TRAIN_TINY, "--checkpoint_dir", str(root), "--model_name", "tiny"], cwd=root, timeout=300
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+    return root

@@ -3,60 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from ppo1 import checkpoint
 from ppo1.cli import main
 from ppo1.envs import parse_env_name
 from ppo1.evaluate import default_protocol, evaluate, load_agent
-
-TRAIN_TINY = [
-    "train",
-    "--env_steps",
-    "256",
-    "--num_envs",
-    "2",
-    "--timesteps_per_actorbatch",
-    "64",
-    "--optim_batchsize",
-    "16",
-    "--torch_threads",
-    "1",
-    "--env_threads",
-    "1",
-]
-
-
-def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(
-        [sys.executable, "-m", "ppo1", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> Path:
-    """A checkpoint_dir holding run `tiny`: 256 agent steps of real training on Pong, by the CLI.
-    Kept under the session's base temp folder so that the other test modules reuse it."""
-    root = tmp_path_factory.getbasetemp() / "ppo1-tiny-run"
-    if not (root / "tiny" / checkpoint.CHECKPOINT).exists():
-        root.mkdir(exist_ok=True)
-        r = run_cli([*TRAIN_TINY, "--checkpoint_dir", str(root), "--model_name", "tiny"], cwd=root)
-        assert r.returncode == 0, r.stderr[-2000:]
-    assert (root / "tiny" / checkpoint.CHECKPOINT).exists()
-    return root
 
 
 def check_stats(result: dict, episodes: int) -> None:

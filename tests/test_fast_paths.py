@@ -25,3 +25,38 @@ def test_overlapped_env_groups_train_like_the_serial_loop(tmp_path):
         # (the network runs at batch 2 instead of 4, which rounds differently).
         torch.testing.assert_close(overlapped[k], serial[k], rtol=1e-4, atol=1e-6)
     assert any(not torch.allclose(other_seed[k], serial[k], rtol=1e-4, atol=1e-6) for k in serial)
+
+
+def test_channels_last_network_computes_the_plain_losses():
+    """The network always runs channels_last (faster on CPU); NCHW gives the same losses and grads."""
+    from ppo1.learner import ppo_loss
+    from ppo1.policies import CnnPolicy
+
+    torch.manual_seed(0)
+    fast = CnnPolicy(4, 6, "large")
+    plain = CnnPolicy(4, 6, "large").to(memory_format=torch.contiguous_format)
+    plain.load_state_dict(fast.state_dict())
+    assert fast.torso[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.torso[0].weight.is_contiguous()
+    g = torch.Generator().manual_seed(1)
+    obs = torch.randint(0, 256, (64, 4, 84, 84), dtype=torch.uint8, generator=g)
+    actions = torch.randint(0, 6, (64,), generator=g)
+    old, adv, ret = (
+        torch.randn(64, generator=g) - 1.8,
+        torch.randn(64, generator=g),
+        torch.randn(64, generator=g),
+    )
+
+    def loss_and_grads(policy, channels_last):
+        x = obs.float() / 255.0
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        h = policy.torso(x)
+        loss, _ = ppo_loss(policy.logits(h), policy.value(h).squeeze(-1), actions, old, adv, ret, 0.1, 0.01)
+        grads = torch.autograd.grad(loss, list(policy.parameters()))
+        return loss, grads
+
+    loss_fast, grads_fast = loss_and_grads(fast, True)
+    loss_plain, grads_plain = loss_and_grads(plain, False)
+    torch.testing.assert_close(loss_fast, loss_plain, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_fast, grads_plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

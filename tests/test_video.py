@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,51 +11,12 @@ import imageio.v2 as imageio_v2
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import run_cli
 
-from ppo1 import checkpoint
 from ppo1.cli import main
 from ppo1.envs import make_gym_env, parse_env_name
 
-TRAIN_TINY = [
-    "train",
-    "--env_steps",
-    "256",
-    "--num_envs",
-    "2",
-    "--timesteps_per_actorbatch",
-    "64",
-    "--optim_batchsize",
-    "16",
-    "--torch_threads",
-    "1",
-    "--env_threads",
-    "1",
-]
 WROTE = re.compile(r"wrote (\S+) \(score (-?\d+), (\d+) agent steps, (\d+) frames\)")
-
-
-def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(
-        [sys.executable, "-m", "ppo1", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> Path:
-    """A checkpoint_dir holding run `tiny` (256 agent steps on Pong), shared with test_evaluate."""
-    root = tmp_path_factory.getbasetemp() / "ppo1-tiny-run"
-    if not (root / "tiny" / checkpoint.CHECKPOINT).exists():
-        root.mkdir(exist_ok=True)
-        r = run_cli([*TRAIN_TINY, "--checkpoint_dir", str(root), "--model_name", "tiny"], cwd=root)
-        assert r.returncode == 0, r.stderr[-2000:]
-    assert (root / "tiny" / checkpoint.CHECKPOINT).exists()
-    return root
 
 
 def first_frame_of_game(seed: int) -> np.ndarray:
