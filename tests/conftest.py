@@ -113,3 +113,17 @@ def tiny(tmp_path_factory) -> Path:
         )
         assert r.returncode == 0, r.stderr[-2000:]
     return root
+
+
+def one_error_line(capsys, argv: list[str], command: str | None = None) -> str:
+    """Run `ppo1 ARGV` in-process: exit 2 and exactly one `ppo1 <command>: error:` line on stderr."""
+    from ppo1.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"ppo1 {command or argv[0]}: error: ")
+    return lines[0]

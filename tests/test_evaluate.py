@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import one_error_line, run_cli
 
 from ppo1 import checkpoint
-from ppo1.cli import main
 from ppo1.envs import parse_env_name
 from ppo1.evaluate import default_protocol, evaluate, load_agent
 
@@ -123,17 +122,6 @@ def test_random_agent_scores_about_minus_20_7_on_pong(tmp_path):
 )
 def test_default_protocol_is_the_training_one(env_name, protocol):
     assert default_protocol(parse_env_name(env_name)) == protocol
-
-
-def one_error_line(capsys, argv: list[str], command: str = "evaluate") -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith(f"ppo1 {command}: error: ")
-    return lines[0]
 
 
 def test_no_checkpoint_is_one_line_error(capsys, tmp_path):

@@ -11,9 +11,9 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+from conftest import one_error_line
 from matplotlib.collections import PolyCollection
 
-from ppo1.cli import main
 from ppo1.logger import MonitorWriter, monitor_name
 from ppo1.plot import group_name, load_run, plot_runs
 
@@ -124,17 +124,6 @@ def test_plot_command_writes_the_png(tmp_path):
     assert f"wrote {out}" in r.stdout
     image = matplotlib.image.imread(out)
     assert image[..., :3].std() > 0.05
-
-
-def one_error_line(capsys, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("ppo1 plot: error: ")
-    return lines[0]
 
 
 def test_plot_errors_are_one_line_and_write_nothing(capsys, tmp_path):

@@ -11,9 +11,8 @@ import imageio.v2 as imageio_v2
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import one_error_line, run_cli
 
-from ppo1.cli import main
 from ppo1.envs import make_gym_env, parse_env_name
 
 WROTE = re.compile(r"wrote (\S+) \(score (-?\d+), (\d+) agent steps, (\d+) frames\)")
@@ -97,17 +96,6 @@ def test_movie_without_the_video_extra_names_it(tiny, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("ppo1 movie: error: "), r.stderr
     assert "pip install -e '.[video]'" in lines[0]
     assert not assets.exists()
-
-
-def one_error_line(capsys, argv: list[str], command: str) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith(f"ppo1 {command}: error: ")
-    return lines[0]
 
 
 def test_movie_without_checkpoint_writes_nothing(capsys, tmp_path):
