@@ -59,6 +59,12 @@ class Config:
     """Folder for videos and GIFs."""
     save_interval: int = 10
     """Write a checkpoint every this many iterations (and at the end and on interrupt)."""
+    eval_interval: int = 0
+    """Every this many iterations play eval_episodes full games and log EvalRewMean; 0: never."""
+    eval_episodes: int = 5
+    """Full games per evaluation during training (seeded seed + 10^8, the same games each time)."""
+    capture_video: bool = False
+    """With eval_interval: record one game per evaluation, MP4 in <run>/videos, GIF in TensorBoard."""
     device: str = "auto"
     """auto (cuda if available), cpu or cuda."""
     torch_threads: int = 0
@@ -159,11 +165,11 @@ def validate(cfg: Config) -> None:
         if getattr(cfg, name) not in options:
             raise ConfigError(f"--{name} must be one of {', '.join(options)}")
     positive = ["env_steps", "num_envs", "timesteps_per_actorbatch", "optim_epochs"]
-    positive += ["optim_batchsize", "save_interval", "sync_check_interval", "env_groups"]
+    positive += ["optim_batchsize", "save_interval", "sync_check_interval", "env_groups", "eval_episodes"]
     for name in positive:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
-    for name in ["torch_threads", "env_threads", "seed"]:
+    for name in ["torch_threads", "env_threads", "seed", "eval_interval"]:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"--{name} must be 0 or more, got {getattr(cfg, name)}")
     if cfg.dist_timeout <= 0:
@@ -185,6 +191,8 @@ def validate(cfg: Config) -> None:
             f"--optim_batchsize {cfg.optim_batchsize} is larger than the per-actor batch "
             f"--timesteps_per_actorbatch {cfg.timesteps_per_actorbatch}"
         )
+    if cfg.capture_video and not cfg.eval_interval:
+        raise ConfigError("--capture_video records evaluation games: give --eval_interval K too")
     if cfg.model_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.model_name):
         raise ConfigError(
             f"--model_name {cfg.model_name!r} may hold only letters, digits, '.', '_' and '-' "

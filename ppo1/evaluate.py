@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ PROTOCOLS: dict[str, tuple[int, float]] = {
     "machado": (0, STICKY_V5),
 }
 MAX_EVAL_ENVS = 16  # games played at once by default
+EVAL_SEED = 10**8  # evaluation during training plays games seeded seed + EVAL_SEED + i
 
 
 def default_protocol(spec: EnvSpec) -> str:
@@ -167,6 +169,22 @@ def evaluate(
         checkpoint_step=checkpoint_step,
         seed=seed,
         num_envs=n,
+    )
+
+
+def evaluate_in_training(policy: CnnPolicy, cfg: Config, device: torch.device) -> dict:
+    """`--eval_interval`: cfg.eval_episodes full games under the protocol of the training env, the
+    same games (seed + EVAL_SEED) each time; `ppo1 evaluate --seed <that>` replays them. Uses its own
+    envs and random generator, so training continues exactly as without evaluation."""
+    start = time.perf_counter()
+    result = evaluate(
+        policy, cfg, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED, device=device, threads=cfg.env_threads
+    )
+    return dict(
+        EvalRewMean=result["mean"],
+        EvalRewStd=result["std"],
+        EvalLenMean=float(np.mean(result["lengths"])),
+        TimeEval=round(time.perf_counter() - start, 4),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import struct
 import sys
 import time
 from pathlib import Path
@@ -84,12 +85,12 @@ class Logger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = run_dir
-        self.csv_file = (run_dir / PROGRESS).open("a", newline="")
-        self.csv_writer: csv.DictWriter | None = None
-        self.fieldnames = None
-        if (run_dir / PROGRESS).stat().st_size > 0:
-            with (run_dir / PROGRESS).open() as f:
-                self.fieldnames = next(csv.reader(f), None)
+        self.csv_path = run_dir / PROGRESS
+        self.fieldnames: list[str] = []
+        if self.csv_path.exists() and self.csv_path.stat().st_size > 0:
+            with self.csv_path.open(newline="") as f:
+                self.fieldnames = next(csv.reader(f), [])
+        self.csv_file = self.csv_path.open("a", newline="")
         # purge_step drops TensorBoard events logged after the checkpoint we resume from.
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
         self.bar = tqdm(
@@ -109,16 +110,39 @@ class Logger:
 
     def dump(self, row: dict[str, float | int], step: int) -> None:
         self.info(format_table(row))
-        if self.csv_writer is None:
-            if self.fieldnames is None:
-                self.fieldnames = list(row)
-                csv.writer(self.csv_file).writerow(self.fieldnames)
-            self.csv_writer = csv.DictWriter(self.csv_file, fieldnames=self.fieldnames, extrasaction="ignore")
-        self.csv_writer.writerow(row)
+        new = [k for k in row if k not in self.fieldnames]
+        if new:
+            self._add_columns(new)
+        csv.DictWriter(self.csv_file, fieldnames=self.fieldnames).writerow(row)
         self.csv_file.flush()
         for k, v in row.items():
             if isinstance(v, (int, float)):
                 self.tb.add_scalar(k, v, step)
+        self.tb.flush()
+
+    def _add_columns(self, names: list[str]) -> None:
+        """A key first logged now (a new column): rewrite the file with the wider header, older rows
+        left blank there, as baselines' CSV logger does."""
+        self.csv_file.close()
+        with self.csv_path.open(newline="") as f:
+            rows = list(csv.DictReader(f)) if self.fieldnames else []
+        self.fieldnames = self.fieldnames + names
+        tmp = self.csv_path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.csv_path)
+        self.csv_file = self.csv_path.open("a", newline="")
+
+    def add_gif(self, tag: str, gif: bytes, step: int) -> None:
+        """An animated GIF in TensorBoard's Images tab (what SummaryWriter.add_video writes, without
+        its moviepy dependency)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        width, height = struct.unpack("<HH", gif[6:10])  # the GIF header's logical screen size
+        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
+        self.tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
         self.tb.flush()
 
     def progress(self, step: int, sps: float, score: float) -> None:

@@ -15,10 +15,12 @@ from ppo1 import checkpoint, distributed
 from ppo1.config import Config, ConfigError, RankFailure, resolve
 from ppo1.distributed import Dist
 from ppo1.envs import AtariVecEnv, default_threads, parse_env_name
+from ppo1.evaluate import evaluate_in_training
 from ppo1.learner import lr_multiplier, update
 from ppo1.logger import Logger, MonitorWriter, drop_rows_after, monitor_name
 from ppo1.policies import CnnPolicy, pick_device
 from ppo1.rollout import Rollout, compute_gae
+from ppo1.video import capture_video, require_ffmpeg
 
 
 def nanmean(xs) -> float:
@@ -163,10 +165,12 @@ def train(
                 reduce_grads=lambda: d.reduce_grads(params),
             )
             now = time.perf_counter()
-            if not all(np.isfinite(v) for k, v in stats.items() if k != "ev_tdlam_before"):
+            bad = [k for k, v in stats.items() if k != "ev_tdlam_before" and not np.isfinite(v)]
+            bad += [n for n, p in policy.named_parameters() if not torch.isfinite(p).all()]
+            if bad:
                 raise FloatingPointError(
-                    f"non-finite loss at iteration {counters['iterations'] + 1}: {stats}; "
-                    f"the last good checkpoint is {ckpt_path}"
+                    f"non-finite {', '.join(bad)} at iteration {counters['iterations'] + 1}; "
+                    f"stopped without saving: the last good checkpoint is {ckpt_path}"
                 )
             monitor.write(seg.scores, seg.lengths, elapsed_at_start + now - session_start)
             scores, lengths = d.gather(seg.scores), d.gather(seg.lengths)
@@ -200,6 +204,12 @@ def train(
                     TimeAllReduce=round(d.comm_seconds, 4),
                     TimeIteration=round(now - t_iter, 4),
                 )
+                if cfg.eval_interval and counters["iterations"] % cfg.eval_interval == 0:
+                    row.update(evaluate_in_training(policy, cfg, device))
+                    if cfg.capture_video:
+                        path, gif = capture_video(policy, cfg, counters["timesteps"], device)
+                        logger.add_gif("eval/video", gif, counters["timesteps"])
+                        logger.info(f"recorded {path}")
                 logger.dump(row, counters["timesteps"])
                 logger.progress(counters["timesteps"], sps, row["EpRewMean"])
                 if counters["iterations"] % cfg.save_interval == 0:
@@ -253,6 +263,8 @@ def prepare(overrides: dict, fresh: bool, world_size: int) -> tuple[Config, dict
         cfg = resolve(overrides, base=saved)
         checkpoint.check_compatible(saved, cfg.to_dict(), path)
     pick_device(cfg.device)
+    if cfg.capture_video:
+        require_ffmpeg()
     if fresh and cfg.run_dir.exists():
         stamp = f"{cfg.run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
         aside, n = cfg.run_dir.with_name(stamp), 1

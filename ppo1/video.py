@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ppo1.config import ConfigError
+from ppo1.config import Config, ConfigError
 from ppo1.envs import FRAME_SKIP, make_gym_env, parse_env_name
 from ppo1.evaluate import (
+    EVAL_SEED,
     ActionPicker,
     Agent,
     default_protocol,
@@ -89,24 +90,53 @@ def _env_for(agent: Agent, protocol: str, render_mode: str):
     )
 
 
-def record_game(env, pick: ActionPicker, path: Path, fps: float, scale: int, seed: int):
-    """Play one full game, writing a frame after the reset and after every agent step.
-    Returns (score, agent steps, frames written)."""
+def record_game(env, pick: ActionPicker, paths: list[Path], fps: float, scale: int, seed: int):
+    """Play one full game, writing a frame after the reset and after every agent step to each of
+    `paths` (MP4 or GIF by suffix) at once. Returns (score, agent steps, frames written)."""
     obs, _ = env.reset(seed=seed)
     frame = env.render()
-    writer = VideoWriter(path, frame.shape[1], frame.shape[0], fps, scale=scale)
+    writers = [VideoWriter(p, frame.shape[1], frame.shape[0], fps, scale=scale) for p in paths]
     try:
-        writer.write(frame)
+        for w in writers:
+            w.write(frame)
         score, steps, over = 0.0, 0, False
         while not over:
             obs, reward, terminated, truncated, _ = env.step(int(pick(obs[None])[0]))
             score += float(reward)
             steps += 1
-            writer.write(env.render())
+            frame = env.render()
+            for w in writers:
+                w.write(frame)
             over = terminated or truncated
     finally:
-        writer.close()
-    return score, steps, writer.frames
+        for w in writers:
+            w.close()
+    return score, steps, writers[0].frames
+
+
+def capture_video(policy, cfg: Config, step: int, device) -> tuple[Path, bytes]:
+    """`--capture_video`: one more evaluation game (seeded as the evaluation's) of the policy being
+    trained, written to <run>/videos/<Game>-score-S-step-N.mp4; returns that path and the same game
+    as GIF bytes, which TensorBoard shows animated."""
+    spec = parse_env_name(cfg.env_name)
+    noop_max, sticky = protocol_settings(default_protocol(spec))
+    env = make_gym_env(
+        spec, frame_stack=cfg.frame_stacking, noop_max=noop_max, sticky=sticky, render_mode="rgb_array"
+    )
+    pick = ActionPicker(policy, False, cfg.seed + EVAL_SEED, device)
+    out_dir = cfg.run_dir / "videos"
+    out_dir.mkdir(exist_ok=True)
+    tmp = out_dir / f".recording-{os.getpid()}.mp4"
+    gif = tmp.with_suffix(".gif")
+    try:
+        score, _, _ = record_game(env, pick, [tmp, gif], MOVIE_FPS, 1, cfg.seed + EVAL_SEED)
+        path = out_dir / movie_name(spec.title, score, step, "mp4")
+        tmp.replace(path)
+        return path, gif.read_bytes()
+    finally:
+        env.close()
+        tmp.unlink(missing_ok=True)
+        gif.unlink(missing_ok=True)
 
 
 def _load(args) -> Agent:
@@ -137,7 +167,7 @@ def run_movie(args) -> int:
         for game in range(args.episodes):
             # The name holds the score, known only at the end: write a hidden file, then rename.
             tmp = out_dir / f".{agent.spec.title}-recording-{os.getpid()}.{ext}"
-            score, steps, frames = record_game(env, pick, tmp, fps, args.scale, args.seed + game)
+            score, steps, frames = record_game(env, pick, [tmp], fps, args.scale, args.seed + game)
             if not tmp.exists():
                 raise ConfigError(f"ffmpeg wrote no {ext} file")
             name = movie_name(

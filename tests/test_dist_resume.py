@@ -1,0 +1,207 @@
+"""Distributed resume on real processes (gloo on CPU): a group restarted by `torchrun --max-restarts`
+picks up from the last checkpoint, and a run resumes under another world size with global counters."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+# 2 envs x 32 steps = 64 agent steps per rank and iteration; one thread per process (2 cores here).
+FLAGS = [
+    "--num_envs", "2", "--timesteps_per_actorbatch", "32", "--optim_batchsize", "16",
+    "--torch_threads", "1", "--env_threads", "1", "--device", "cpu", "--dist_timeout", "20",
+]  # fmt: skip
+BATCH = 64  # agent steps per rank and iteration with FLAGS
+RESUMING = re.compile(r"^resuming \S+ at step (\d+) \(iteration (\d+)\)(?:; changed: (.*))?$", re.M)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env() -> dict[str, str]:
+    """The environment of a fresh shell: no launcher variables inherited from whoever runs pytest."""
+    env = dict(os.environ)
+    for k in list(env):
+        if k.startswith(("OMPI_", "PMIX_", "TORCHELASTIC_")) or k in (
+            "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+        ):  # fmt: skip
+            env.pop(k)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def torchrun(nproc: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), *extra]
+
+
+def ppo1_train(checkpoint_dir: Path, env_steps: int, *extra: str) -> list[str]:
+    args = ["-m", "ppo1", "train", *FLAGS, "--checkpoint_dir", str(checkpoint_dir)]
+    return [*args, "--env_steps", str(env_steps), *extra]
+
+
+def run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=clean_env())
+    assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+    return p
+
+
+def steps(run_dir: Path) -> list[int]:
+    with (run_dir / "progress.csv").open(newline="") as f:
+        return [int(float(r["TimestepsSoFar"])) for r in csv.DictReader(f)]
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def rounded_up(target: int, start: int, per_iteration: int) -> int:
+    """Where the counters stop: whole iterations of per_iteration steps from start, up to target."""
+    return start + -(-(target - start) // per_iteration) * per_iteration
+
+
+def children(pid: int) -> list[int]:
+    """Pids of the live processes whose parent is pid (from /proc, without psutil)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # it exited meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
+def ppo1_workers(launcher: int) -> dict[int, int]:
+    """{rank: pid} of the ppo1 workers that the torchrun agent (pid launcher) started."""
+    workers = {}
+    for pid in children(launcher):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ppo1" in cmdline:
+            env = dict(kv.split(b"=", 1) for kv in environ if b"=" in kv)
+            workers[int(env[b"RANK"])] = pid
+    return workers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [0, 1])
+def test_max_restarts_resumes_from_the_last_checkpoint(tmp_path, victim):
+    """`torchrun --max-restarts 1`: SIGKILL one worker (rank 0, the writer, or rank 1) mid-run.
+
+    torchrun stops the survivor and starts the group again with the same command; the new rank 0
+    finds checkpoint.pt and resumes from it by itself. The kill lands while progress.csv already
+    holds a row newer than the checkpoint (--save_interval 2, killed after an odd iteration), so
+    the resumed run must drop that row: progress.csv ends with every iteration exactly once, and
+    the run exits 0 with the final checkpoint at --env_steps.
+    """
+    per_iteration = 2 * BATCH
+    env_steps = 16 * per_iteration
+    log, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    cmd = torchrun(2, "--max-restarts", "1", "--master-port", str(free_port()))
+    cmd += ppo1_train(tmp_path, env_steps, "--save_interval", "2")
+    run_dir = tmp_path / "Pong-ppo-paper"
+    ckpt = run_dir / "checkpoint.pt"
+    with log.open("w") as out, err.open("w") as errf:
+        launcher = subprocess.Popen(cmd, stdout=out, stderr=errf, text=True, env=clean_env())
+    try:
+        # Wait for a checkpoint past step 0 and a newer row in progress.csv than that checkpoint.
+        deadline, saved, logged = time.time() + 90, 0, []
+        while time.time() < deadline and launcher.poll() is None:
+            if ckpt.exists() and (run_dir / "progress.csv").exists():
+                logged = steps(run_dir)
+                saved = load(ckpt)["counters"]["timesteps"]
+                if saved > 0 and logged and logged[-1] > saved:
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail(
+                f"no checkpoint with a newer log row in time\n{log.read_text()[-2000:]}\n{err.read_text()}"
+            )
+        workers = ppo1_workers(launcher.pid)
+        assert sorted(workers) == [0, 1], workers
+        os.kill(workers[victim], signal.SIGKILL)
+        killed_at = time.time()
+        launcher.wait(timeout=150)
+    finally:
+        if launcher.poll() is None:  # a hang or a failed assertion: leave no process behind
+            for pid in ppo1_workers(launcher.pid).values():
+                os.kill(pid, signal.SIGKILL)
+            launcher.kill()
+            launcher.wait(timeout=10)
+    stdout, stderr = log.read_text(), err.read_text()
+    assert launcher.returncode == 0, f"{stdout[-2000:]}\n{stderr[-4000:]}"
+    # The restarted group resumed on its own, from the checkpoint on disk at the kill.
+    resumed = [(int(s), int(i)) for s, i, _ in RESUMING.findall(stdout)]
+    assert resumed == [(saved, saved // per_iteration)], (resumed, saved, stdout[-2000:])
+    assert logged[-1] > saved  # the row the restart had to forget
+    # Every iteration logged exactly once: no duplicate from before the kill, no gap.
+    assert steps(run_dir) == list(range(per_iteration, env_steps + 1, per_iteration))
+    final = load(ckpt)
+    assert final["counters"]["timesteps"] == env_steps
+    assert final["counters"]["iterations"] == env_steps // per_iteration
+    assert final["world_size"] == 2
+    assert time.time() - killed_at < 120
+
+
+@pytest.mark.slow
+def test_resume_with_another_world_size(tmp_path):
+    """1 process -> torchrun 2 ranks -> 1 process on the same run folder.
+
+    Each resume names the world size change in its "resuming ..." line, the counters stay global
+    (a rank-0-only or per-rank count would restart or halve them): the first row after the
+    switch is the checkpoint's step plus one iteration of the new world size (64 steps per rank),
+    each session stops at its --env_steps rounded up to whole iterations, and the checkpoint
+    records the world size that wrote it.
+    """
+    run_dir = tmp_path / "Pong-ppo-paper"
+    ckpt = run_dir / "checkpoint.pt"
+
+    # One process: 4 iterations of 64 steps.
+    p = run([sys.executable, *ppo1_train(tmp_path, 4 * BATCH)])
+    assert RESUMING.search(p.stdout) is None
+    one = load(ckpt)
+    assert (one["world_size"], one["counters"]["timesteps"], one["counters"]["iterations"]) == (1, 256, 4)
+    assert steps(run_dir) == [64, 128, 192, 256]
+
+    # Two ranks to 600, which is not a whole number of 128-step iterations past 256: 640.
+    p = run(torchrun(2, "--master-port", str(free_port())) + ppo1_train(tmp_path, 600))
+    (s, i, changed), *more = RESUMING.findall(p.stdout)
+    assert not more and (int(s), int(i)) == (256, 4), p.stdout[-2000:]
+    assert "world size: 1 -> 2" in changed.split(", "), changed
+    two = load(ckpt)
+    end2 = rounded_up(600, 256, 2 * BATCH)
+    assert end2 == 640
+    assert (two["world_size"], two["counters"]["timesteps"], two["counters"]["iterations"]) == (2, 640, 7)
+    assert steps(run_dir) == [64, 128, 192, 256, 256 + 128, 256 + 256, 640]
+    assert (run_dir / "monitor.1.csv").exists()  # rank 1 really took part
+
+    # Back to one process, to 800: 640 + 3 x 64 = 832.
+    p = run([sys.executable, *ppo1_train(tmp_path, 800)])
+    (s, i, changed), *more = RESUMING.findall(p.stdout)
+    assert not more and (int(s), int(i)) == (640, 7), p.stdout[-2000:]
+    assert "world size: 2 -> 1" in changed.split(", "), changed
+    back = load(ckpt)
+    end1 = rounded_up(800, 640, BATCH)
+    assert end1 == 832
+    assert (back["world_size"], back["counters"]["timesteps"], back["counters"]["iterations"]) == (1, 832, 10)
+    assert steps(run_dir) == [64, 128, 192, 256, 384, 512, 640, 704, 768, 832]
