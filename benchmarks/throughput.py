@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ppo1.cli import add_config_flags  # noqa: E402
 from ppo1.config import resolve  # noqa: E402
-from ppo1.envs import AtariVecEnv, default_threads, parse_env_name  # noqa: E402
+from ppo1.envs import VecEnv, default_threads, parse_env_name  # noqa: E402
 from ppo1.learner import ppo_loss  # noqa: E402
 from ppo1.policies import CnnPolicy  # noqa: E402
 from ppo1.train import start  # noqa: E402
@@ -45,7 +45,7 @@ def rate(fn, items_per_call: int, seconds: float, warmup: int = 3) -> float:
 
 
 def measure_env(cfg, seconds: float) -> float:
-    env = AtariVecEnv(
+    env = VecEnv(
         parse_env_name(cfg.env_name),
         cfg.num_envs,
         seed=cfg.seed,
@@ -76,8 +76,8 @@ def measure_network(cfg, seconds: float, num_actions: int, in_channels: int) -> 
     zeros, adv = torch.zeros(mb), torch.randn(mb)
 
     def train_step():
-        logits, values = policy(obs)
-        loss, _ = ppo_loss(logits, values, actions, zeros, adv, zeros, cfg.epsilon, cfg.ent_coef)
+        pd, values = policy.dist(obs)
+        loss, _ = ppo_loss(pd, values, actions, zeros, adv, zeros, cfg.epsilon, cfg.ent_coef)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -114,7 +114,7 @@ def main() -> None:
     cfg = resolve(overrides)
     torch.set_num_threads(cfg.torch_threads or default_threads())
     in_channels = 4 if cfg.frame_stacking else 1
-    num_actions = AtariVecEnv(parse_env_name(cfg.env_name), 1, seed=0).num_actions
+    num_actions = VecEnv(parse_env_name(cfg.env_name), 1, seed=0).num_actions
 
     env_sps = measure_env(cfg, args.seconds)
     inference_sps, update_sps = measure_network(cfg, args.seconds, num_actions, in_channels)

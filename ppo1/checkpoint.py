@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ from ppo1.errors import ConfigError, SaveError
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT_VERSION = 1
+# What to do about a checkpoint that cannot be used, for `ppo1 train` and for the agent commands.
+TRAIN_HINT = "move it aside or use --fresh"
+AGENT_HINT = "pick another run (--model_name, --checkpoint_dir) or retrain it with `ppo1 train --fresh`"
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
@@ -41,18 +45,29 @@ def save(path: Path, state: dict[str, Any]) -> None:
         raise SaveError(f"cannot write checkpoint {path} ({why}); the previous one is intact") from None
 
 
-def load(path: Path) -> dict[str, Any]:
-    """weights_only loading: a checkpoint someone sent you cannot run code."""
+def load(path: Path, hint: str = TRAIN_HINT) -> dict[str, Any]:
+    """weights_only loading: a checkpoint someone sent you cannot run code. hint: what to do about a
+    file that cannot be used, for the error message."""
     try:
+        check_crc(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupt file can raise almost anything from inside torch.load
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(
-            f"cannot load checkpoint {path} ({first[:160]}); move it aside or use --fresh"
-        ) from None
+        raise ConfigError(f"cannot load checkpoint {path} ({first[:160]}); {hint}") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise ConfigError(f"{path} is not a ppo1 checkpoint; move it aside or use --fresh")
+        raise ConfigError(f"{path} is not a ppo1 checkpoint; {hint}")
     return state
+
+
+def check_crc(path: Path) -> None:
+    """torch.load does not check the CRC-32 that torch.save stores for each record of the zip, so
+    a checkpoint with damaged weights would load: check them here (about 2 ms per MB)."""
+    if not zipfile.is_zipfile(path):
+        return  # not a zip (truncated, or no checkpoint at all): torch.load says what is wrong
+    with zipfile.ZipFile(path) as z:
+        bad = z.testzip()
+    if bad is not None:
+        raise ValueError(f"{bad} fails its CRC check: the file is damaged")
 
 
 def check_compatible(saved: dict, wanted: dict, path: Path) -> None:

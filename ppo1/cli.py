@@ -116,9 +116,9 @@ def _add_run_flags(parser: argparse.ArgumentParser, episodes_help: str) -> None:
     parser.add_argument(*_spellings("episodes"), dest="episodes", type=_int, default=1, help=episodes_help)
     parser.add_argument(
         "--protocol",
-        choices=("paper", "machado"),
-        help="paper: up to 30 no-op starts, no sticky actions; machado: sticky actions 0.25, no no-ops "
-        "(default: the one the agent was trained under: ALE/*-v5 -> machado, else paper)",
+        choices=("paper", "machado", "env"),
+        help="Atari: paper (up to 30 no-op starts, no sticky actions) or machado (sticky actions 0.25, no "
+        "no-ops); other envs: env, their own episodes (default: the one the agent was trained under)",
     )
     parser.add_argument("--deterministic", action="store_true", help="take the most likely action")
     parser.add_argument("--seed", type=_int, default=0, help="seed of the games and the action sampling")

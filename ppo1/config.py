@@ -16,9 +16,9 @@ from ppo1.errors import ConfigError, RankFailure  # noqa: F401 (re-exported)
 @dataclass
 class Config:
     env_name: str = "PongNoFrameskip-v4"
-    """Atari game: PongNoFrameskip-v4 (no sticky actions), ALE/Pong-v5 (sticky actions 0.25) or Pong."""
+    """Atari game (PongNoFrameskip-v4, ALE/Pong-v5: sticky actions, Pong) or a gymnasium id (CartPole-v1)."""
     preset: str = "ppo-paper"
-    """Named defaults: ppo-paper (PPO paper Table 5) or baselines-ppo1 (baselines run_atari.py)."""
+    """Named defaults: ppo-paper, baselines-ppo1, mujoco, classic (default: by env; Atari: ppo-paper)."""
     env_steps: int = 10_000_000
     """Total agent steps over all envs and ranks (1 agent step = 4 frames); schedules anneal over it."""
     num_envs: int = 8
@@ -42,7 +42,11 @@ class Config:
     schedule: str = "linear"
     """linear: anneal learning rate and clip parameter to 0 over env_steps; constant: keep them."""
     model_type: str = "small"
-    """small: the A3C network of the PPO paper; large: the Nature DQN network."""
+    """Atari: small (the A3C network of the PPO paper) or large (Nature DQN); other envs: mlp."""
+    hid_size: int = 64
+    """mlp: units per hidden layer (baselines run_mujoco: 64)."""
+    num_hid_layers: int = 2
+    """mlp: hidden layers of the policy and of the value network (baselines run_mujoco: 2)."""
     frame_stacking: bool = True
     """Stack the last 4 frames (turn off with --no_frame_stacking, as baselines ppo1)."""
     episode_life: bool = True
@@ -110,6 +114,10 @@ class Config:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+# Not Atari: an MLP, no frames to stack, no lives, the env's own rewards; one torch thread (a
+# network this small runs slower on more).
+MLP = dict(model_type="mlp", frame_stacking=False, episode_life=False, clip_rewards=False, torch_threads=1)
+
 PRESETS: dict[str, dict] = {
     # PPO paper (Schulman et al. 2017) Table 5, the seed's defaults; 40M frames = 10M agent steps.
     "ppo-paper": {},
@@ -124,12 +132,41 @@ PRESETS: dict[str, dict] = {
         model_type="large",
         frame_stacking=False,
     ),
+    # baselines/ppo1/run_mujoco.py = PPO paper Table 3: horizon 2048, clip 0.2, no entropy bonus,
+    # 10 epochs, lr 3e-4, minibatch 64, gamma 0.99, lambda 0.95, linear schedule, 1M steps, 1 env.
+    "mujoco": dict(
+        env_steps=1_000_000,
+        num_envs=1,
+        timesteps_per_actorbatch=2048,
+        epsilon=0.2,
+        ent_coef=0.0,
+        optim_epochs=10,
+        optim_stepsize=3e-4,
+        optim_batchsize=64,
+        **MLP,
+    ),
+    # Classic control (CartPole-v1 and the like): not from baselines; rl-baselines3-zoo's tuned PPO
+    # settings for CartPole-v1 (hyperparams/ppo.yml: 8 envs x 32 steps, minibatch 256, 20 epochs,
+    # lr 1e-3 and clip 0.2 both annealed linearly, gamma 0.98, lambda 0.8, no entropy bonus).
+    "classic": dict(
+        env_steps=100_000,
+        num_envs=8,
+        timesteps_per_actorbatch=32,
+        gamma=0.98,
+        lam=0.8,
+        epsilon=0.2,
+        ent_coef=0.0,
+        optim_epochs=20,
+        optim_stepsize=1e-3,
+        optim_batchsize=32,
+        **MLP,
+    ),
 }
 
 CHOICES = {
     "preset": tuple(PRESETS),
     "schedule": ("linear", "constant"),
-    "model_type": ("small", "large"),
+    "model_type": ("small", "large", "mlp"),
     "device": ("auto", "cpu", "cuda"),
 }
 
@@ -147,7 +184,9 @@ def field_docs() -> dict[str, str]:
 
 def resolve(overrides: dict, base: dict | None = None) -> Config:
     """Defaults < preset < base (a saved config) < overrides (flags given), then validate."""
-    preset = overrides.get("preset") or (base or {}).get("preset") or "ppo-paper"
+    preset = overrides.get("preset") or (base or {}).get("preset")
+    if preset is None:
+        preset = default_preset(overrides.get("env_name") or (base or {}).get("env_name") or Config.env_name)
     if preset not in PRESETS:
         raise ConfigError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
     values = {**PRESETS[preset], **(base or {}), **overrides, "preset": preset}
@@ -156,16 +195,34 @@ def resolve(overrides: dict, base: dict | None = None) -> Config:
     return cfg
 
 
-def validate(cfg: Config) -> None:
-    """Raise ConfigError with a one-line message for any nonsensical setting."""
+def default_preset(env_name: str) -> str:
+    """ppo-paper for Atari games, mujoco for MuJoCo envs, classic for the rest."""
     from ppo1.envs import parse_env_name
 
-    parse_env_name(cfg.env_name)
+    kind = parse_env_name(env_name).kind
+    return {"atari": "ppo-paper", "mujoco": "mujoco"}.get(kind, "classic")
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError with a one-line message for any nonsensical setting."""
+    from ppo1.envs import check_spaces, parse_env_name, probe_spaces
+
+    spec = parse_env_name(cfg.env_name)
+    if not spec.atari:
+        check_spaces(spec, *probe_spaces(spec))
     for name, options in CHOICES.items():
         if getattr(cfg, name) not in options:
             raise ConfigError(f"--{name} must be one of {', '.join(options)}")
+    if spec.atari and cfg.model_type == "mlp":
+        raise ConfigError(f"--model_type mlp is for flat observations; {cfg.env_name} needs small or large")
+    if not spec.atari and cfg.model_type != "mlp":
+        raise ConfigError(
+            f"--model_type {cfg.model_type} is a CNN for Atari frames; {cfg.env_name} needs --model_type "
+            f"mlp (or --preset {default_preset(cfg.env_name)})"
+        )
     positive = ["env_steps", "num_envs", "timesteps_per_actorbatch", "optim_epochs"]
     positive += ["optim_batchsize", "save_interval", "sync_check_interval", "env_groups", "eval_episodes"]
+    positive += ["hid_size", "num_hid_layers"]
     for name in positive:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(cfg, name)}")

@@ -128,6 +128,13 @@ class Dist:
         var = (s[1] / s[2] - mean * mean).clamp_min(0.0)  # population variance, as numpy's std()
         return mean.float(), var.sqrt().float()
 
+    def sum(self, x: torch.Tensor) -> torch.Tensor:
+        """x summed over all ranks (x itself in one process)."""
+        if self.active:
+            x = x.clone()
+            dist.all_reduce(x)
+        return x
+
     def gather(self, values: list[float]) -> list[float]:
         """Every rank's list, concatenated in rank order (episode scores for rank 0's logs)."""
         if not self.active:
@@ -149,7 +156,7 @@ class Dist:
         if not self.active:
             return
         digest = hashlib.blake2b(digest_size=8)
-        for p in module.parameters():
+        for p in module.state_dict().values():  # parameters and buffers (observation statistics)
             digest.update(p.detach().cpu().contiguous().numpy().tobytes())
         value = int.from_bytes(digest.digest(), "little", signed=True)
         mine = torch.tensor([value], dtype=torch.int64, device=self.device)

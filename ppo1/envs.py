@@ -1,11 +1,13 @@
-"""Atari environments: name parsing, the training/evaluation vector env, the gymnasium path.
+"""Environments: name parsing, the training/evaluation vector env, the gymnasium path.
 
-Two backends give the same observations and the same semantics:
+Atari games have two backends that give the same observations and the same semantics:
 - "ale": ale-py's C++ vector env (threads, preprocessing in C++), the training backend;
 - "gym": gymnasium's AtariEnv + AtariPreprocessing + FrameStackObservation in a SyncVectorEnv,
   the path used for play, movie and the tests that compare the two.
 Both run with raw rewards and real game ends; life-loss episode ends, reward clipping and the
-real-score bookkeeping are done once, here, in AtariVecEnv. Envs never touch torch.
+real-score bookkeeping are done once, here, in VecEnv. Any other gymnasium env with a Box
+observation and Discrete or Box actions (CartPole-v1, HalfCheetah-v5, ...) runs in gymnasium's
+SyncVectorEnv under the same bookkeeping. Envs never touch torch.
 """
 
 from __future__ import annotations
@@ -31,14 +33,22 @@ MAX_FRAMES = 108_000  # 30 minutes at 60 Hz, the DQN / PPO-paper episode cap
 STICKY_V5 = 0.25  # ALE/*-v5 sticky actions (Machado et al. 2018)
 
 
+MUJOCO_EXTRA = "pip install 'ppo1[mujoco]'"
+
+
 @dataclass(frozen=True)
 class EnvSpec:
     """What an environment name means."""
 
     name: str  # as the user wrote it
-    game: str  # ale-py ROM id, snake_case: "ms_pacman"
-    title: str  # CamelCase: "MsPacman"
-    sticky: float  # repeat_action_probability
+    game: str  # ale-py ROM id, snake_case: "ms_pacman"; the gymnasium id for other envs
+    title: str  # CamelCase: "MsPacman", "CartPole", "HalfCheetah"
+    sticky: float  # repeat_action_probability (Atari)
+    kind: str = "atari"  # atari, mujoco (gymnasium.envs.mujoco), classic (classic control) or gym
+
+    @property
+    def atari(self) -> bool:
+        return self.kind == "atari"
 
 
 @functools.cache
@@ -47,19 +57,44 @@ def _titles() -> dict[str, str]:
     return {"".join(p.capitalize() for p in g.split("_")): g for g in ale_py.roms.get_all_rom_ids()}
 
 
+@functools.cache
+def _gym_ids() -> dict[str, str]:
+    """gymnasium id -> entry point, for every registered env that is not an ALE game."""
+    return {
+        k: str(v.entry_point) for k, v in gym.registry.items() if not str(v.entry_point).startswith("ale_py")
+    }
+
+
+def _kind(entry_point: str) -> str:
+    for module, kind in (("gymnasium.envs.mujoco", "mujoco"), ("gymnasium.envs.classic_control", "classic")):
+        if entry_point.startswith(module):
+            return kind
+    return "gym"
+
+
 def parse_env_name(name: str) -> EnvSpec:
-    """PongNoFrameskip-v4 and Pong: no sticky actions; ALE/Pong-v5: sticky actions 0.25."""
+    """PongNoFrameskip-v4 and Pong: no sticky actions; ALE/Pong-v5: sticky actions 0.25; any other
+    registered gymnasium id (CartPole-v1, HalfCheetah-v5) as it is."""
     m = re.fullmatch(r"ALE/(\w+)-v5", name) or re.fullmatch(r"(\w+?)(NoFrameskip-v4)?", name)
     titles = _titles()
-    if m is None or m.group(1) not in titles:
-        valid = [f"{t}NoFrameskip-v4" for t in titles] + [f"ALE/{t}-v5" for t in titles]
-        valid += list(titles)
-        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "e.g. PongNoFrameskip-v4"
-        raise ConfigError(f"unknown environment {name!r}; {hint}")
-    title = m.group(1)
-    sticky = STICKY_V5 if name.startswith("ALE/") else 0.0
-    return EnvSpec(name=name, game=titles[title], title=title, sticky=sticky)
+    if m is not None and m.group(1) in titles:
+        title = m.group(1)
+        sticky = STICKY_V5 if name.startswith("ALE/") else 0.0
+        return EnvSpec(name=name, game=titles[title], title=title, sticky=sticky)
+    gym_ids = _gym_ids()
+    if name in gym_ids:
+        kind = _kind(gym_ids[name])
+        if kind == "mujoco":
+            try:
+                import mujoco  # noqa: F401
+            except ImportError:
+                raise ConfigError(f"{name} needs MuJoCo, an optional extra: {MUJOCO_EXTRA}") from None
+        return EnvSpec(name=name, game=name, title=name.split("-v")[0].split("/")[-1], sticky=0.0, kind=kind)
+    valid = [f"{t}NoFrameskip-v4" for t in titles] + [f"ALE/{t}-v5" for t in titles]
+    valid += list(titles) + list(gym_ids)
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "e.g. PongNoFrameskip-v4 or CartPole-v1"
+    raise ConfigError(f"unknown environment {name!r}; {hint}")
 
 
 class FireOnReset(gym.Wrapper):
@@ -80,7 +115,11 @@ def make_gym_env(
     sticky: float | None = None,
     render_mode: str | None = None,
 ) -> gym.Env:
-    """One preprocessed Atari env on gymnasium wrappers; observations (stack, 84, 84) uint8."""
+    """One preprocessed Atari env on gymnasium wrappers; observations (stack, 84, 84) uint8. Other
+    envs as gymnasium makes them, Box actions clipped to the bounds on the way in."""
+    if not spec.atari:
+        env = gym.make(spec.name, render_mode=render_mode)
+        return gym.wrappers.ClipAction(env) if isinstance(env.action_space, gym.spaces.Box) else env
     env = gym.make(
         f"ALE/{spec.title}-v5",
         frameskip=1,
@@ -102,21 +141,23 @@ def default_threads() -> int:
 class Step:
     """What one step of all envs returns. Shapes: N = num_envs."""
 
-    obs: np.ndarray  # (N, stack, 84, 84) uint8, the next observation (a reset one after an end)
+    obs: np.ndarray  # (N, stack, 84, 84) uint8 (Atari) or (N, D) float32: the next observation
     rewards: np.ndarray  # (N,) float32, sign-clipped when clip_rewards
     dones: np.ndarray  # (N,) bool, the episode ended: game over, time limit, or life loss
     truncated: np.ndarray  # (N,) bool, the episode ended by the frame cap (bootstrap it)
-    final_obs: np.ndarray | None  # (N, stack, 84, 84), the last observation where dones
+    final_obs: np.ndarray | None  # the last observation where dones
     scores: list[float] = field(default_factory=list)  # real game scores of games that ended
     lengths: list[int] = field(default_factory=list)  # their lengths in agent steps
     clipped_returns: list[float] = field(default_factory=list)  # per-episode training returns
 
 
-class AtariVecEnv:
-    """N Atari envs with DeepMind preprocessing and real-score bookkeeping.
+class VecEnv:
+    """N envs with real-score bookkeeping; Atari games with DeepMind preprocessing.
 
-    Training semantics (baselines wrap_deepmind): episode ends on life loss, rewards sign-clipped.
-    Evaluation semantics (episode_life=False, clip_rewards=False): full games, real rewards.
+    Atari training semantics (baselines wrap_deepmind): episode ends on life loss, rewards
+    sign-clipped. Evaluation semantics (episode_life=False, clip_rewards=False): full games, real
+    rewards. Other gymnasium envs: their own episodes (life loss never applies), Box actions
+    clipped to the bounds when sent (make_gym_env; the log-prob is of the unclipped action).
     """
 
     def __init__(
@@ -136,7 +177,7 @@ class AtariVecEnv:
         self.spec, self.num_envs, self.seed = spec, num_envs, seed
         self.episode_life, self.clip_rewards = episode_life, clip_rewards
         sticky = spec.sticky if sticky is None else sticky
-        if backend == "ale":
+        if backend == "ale" and spec.atari:
             self.vec = ale_py.AtariVectorEnv(
                 spec.game,
                 num_envs,
@@ -151,15 +192,22 @@ class AtariVecEnv:
                 reward_clipping=False,  # real scores are logged; clipping is done below
                 use_fire_reset=True,
             )
-        elif backend == "gym":
+        elif backend == "gym" or not spec.atari:
             make = functools.partial(
                 make_gym_env, spec, frame_stack=frame_stack, noop_max=noop_max, sticky=sticky
             )
             self.vec = gym.vector.SyncVectorEnv([make] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
         else:
             raise ValueError(f"unknown backend {backend!r}")
-        self.observation_shape: tuple[int, ...] = self.vec.single_observation_space.shape
-        self.num_actions: int = int(self.vec.single_action_space.n)
+        self.observation_space, self.action_space = (
+            self.vec.single_observation_space,
+            self.vec.single_action_space,
+        )
+        check_spaces(spec, self.observation_space, self.action_space)
+        self.observation_shape: tuple[int, ...] = self.observation_space.shape
+        self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        # Discrete: the number of actions; Box: the action dimension.
+        self.num_actions: int = int(self.action_space.n) if self.discrete else int(self.action_space.shape[0])
         self._score = np.zeros(num_envs, dtype=np.float64)
         self._length = np.zeros(num_envs, dtype=np.int64)
         self._clipped = np.zeros(num_envs, dtype=np.float64)
@@ -172,9 +220,12 @@ class AtariVecEnv:
             obs, info = self.vec.reset(seed=seeds.tolist())
         else:
             obs, info = self.vec.reset(seed=seeds)
-        self._lives[:] = info["lives"]
+        self._lives[:] = info.get("lives", 0)
         self._score[:] = self._length[:] = self._clipped[:] = 0
-        return obs
+        return self._obs(obs)
+
+    def _obs(self, obs: np.ndarray) -> np.ndarray:
+        return obs if self.spec.atari else obs.astype(np.float32)
 
     def step(self, actions: np.ndarray) -> Step:
         self.step_async(actions)
@@ -193,7 +244,7 @@ class AtariVecEnv:
         else:
             obs, raw, terminated, truncated, info = self.vec.recv()
         game_over = terminated | truncated
-        lives = np.asarray(info["lives"])
+        lives = np.asarray(info.get("lives", self._lives))
         # After a game over the reported lives are the new game's, so only compare the others.
         life_lost = ~game_over & (lives < self._lives)
         self._lives[:] = lives
@@ -204,14 +255,14 @@ class AtariVecEnv:
         self._clipped += rewards
         dones = game_over | life_lost if self.episode_life else game_over
         step = Step(
-            obs=obs,
+            obs=self._obs(obs),
             rewards=rewards.astype(np.float32),
             dones=dones,
             truncated=truncated & dones,
             final_obs=info.get("final_obs") if game_over.any() else None,
         )
         if step.final_obs is not None and step.final_obs.dtype == object:
-            step.final_obs = np.stack([o if o is not None else obs[0] for o in step.final_obs])
+            step.final_obs = self._obs(np.stack([o if o is not None else obs[0] for o in step.final_obs]))
         if dones.any():
             step.clipped_returns = self._clipped[dones].tolist()
             self._clipped[dones] = 0
@@ -224,3 +275,39 @@ class AtariVecEnv:
 
     def close(self) -> None:
         self.vec.close()
+
+
+@functools.cache
+def probe_spaces(spec: EnvSpec) -> tuple[gym.Space, gym.Space]:
+    """The env's observation and action spaces (one env made and closed; Atari: the raw game's)."""
+    if spec.atari:
+        env = gym.make(f"ALE/{spec.title}-v5", full_action_space=False)
+    else:
+        env = gym.make(spec.name)
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
+def env_dims(spec: EnvSpec, frame_stack: bool) -> tuple[tuple[int, ...], int, bool]:
+    """What the policy sees: observation shape, number of actions (Box: action dimension), discrete."""
+    observation_space, action_space = probe_spaces(spec)
+    if spec.atari:
+        return (4 if frame_stack else 1, 84, 84), int(action_space.n), True
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    n = int(action_space.n) if discrete else int(action_space.shape[0])
+    return observation_space.shape, n, discrete
+
+
+def check_spaces(spec: EnvSpec, observation_space: gym.Space, action_space: gym.Space) -> None:
+    """What the policies handle: Atari frames, or a flat Box observation with Discrete or Box actions."""
+    if spec.atari:
+        return
+    box = isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1
+    box_actions = isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
+    if not box or not (isinstance(action_space, gym.spaces.Discrete) or box_actions):
+        raise ConfigError(
+            f"{spec.name} has observations {observation_space} and actions {action_space}; ppo1 "
+            "handles a flat Box observation with Discrete or Box actions, and Atari games"
+        )

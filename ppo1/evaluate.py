@@ -18,8 +18,19 @@ import torch
 
 from ppo1 import checkpoint
 from ppo1.config import Config, ConfigError, resolve
-from ppo1.envs import FRAME_SKIP, MAX_FRAMES, NOOP_MAX, STICKY_V5, AtariVecEnv, EnvSpec, parse_env_name
-from ppo1.policies import CnnPolicy, pick_device
+from ppo1.envs import (
+    FRAME_SKIP,
+    MAX_FRAMES,
+    NOOP_MAX,
+    STICKY_V5,
+    EnvSpec,
+    VecEnv,
+    env_dims,
+    parse_env_name,
+)
+from ppo1.policies import CnnPolicy, MlpPolicy, make_policy, pick_device, sample
+
+Policy = CnnPolicy | MlpPolicy
 
 # name -> (no-op starts at most, sticky-action probability). Both keep the 108,000-frame cap.
 PROTOCOLS: dict[str, tuple[int, float]] = {
@@ -27,6 +38,8 @@ PROTOCOLS: dict[str, tuple[int, float]] = {
     "paper": (NOOP_MAX, 0.0),
     # Machado et al. 2018 ("Revisiting the ALE"): sticky actions 0.25, no no-op starts.
     "machado": (0, STICKY_V5),
+    # Not Atari: the env's own episodes and time limit.
+    "env": (0, 0.0),
 }
 MAX_EVAL_ENVS = 16  # games played at once by default
 EVAL_SEED = 10**8  # evaluation during training plays games seeded seed + EVAL_SEED + i
@@ -34,16 +47,25 @@ EVAL_SEED = 10**8  # evaluation during training plays games seeded seed + EVAL_S
 
 def default_protocol(spec: EnvSpec) -> str:
     """The protocol an agent trained on `spec` was trained under: ALE/*-v5 (sticky) -> machado."""
+    if not spec.atari:
+        return "env"
     return "machado" if spec.sticky > 0 else "paper"
 
 
-def protocol_settings(protocol: str) -> tuple[int, float]:
+def protocol_settings(protocol: str, spec: EnvSpec | None = None) -> tuple[int, float]:
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown --protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if spec is not None and spec.atari == (protocol == "env"):
+        raise ConfigError(
+            f"--protocol {protocol} is not for {spec.name}; use --protocol {default_protocol(spec)}"
+            + (" (paper or machado)" if spec.atari else "")
+        )
     return PROTOCOLS[protocol]
 
 
 def describe_protocol(protocol: str) -> str:
+    if protocol == "env":
+        return "env (the env's own episodes and time limit)"
     noop_max, sticky = protocol_settings(protocol)
     noops = f"up to {noop_max} no-op starts" if noop_max else "no no-op starts"
     sticky_text = f"sticky actions {sticky:g}" if sticky else "no sticky actions"
@@ -55,29 +77,26 @@ def check_episodes(episodes: int) -> None:
         raise ConfigError(f"--episodes must be at least 1, got {episodes}")
 
 
-def policy_in_channels(policy: CnnPolicy) -> int:
-    return policy.torso[0].in_channels
+def policy_in_channels(policy: Policy) -> int:
+    return getattr(policy, "in_channels", 1)
 
 
 class ActionPicker:
     """Most likely action (deterministic) or a sample drawn from a seeded generator, so that an
     evaluation with the same seed plays the same games; the global torch RNG is left alone."""
 
-    def __init__(self, policy: CnnPolicy, deterministic: bool, seed: int, device: torch.device):
+    def __init__(self, policy: Policy, deterministic: bool, seed: int, device: torch.device):
         self.policy, self.deterministic, self.device = policy, deterministic, device
         self.generator = torch.Generator().manual_seed(seed)
 
     @torch.inference_mode()
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        logits, _ = self.policy(torch.from_numpy(np.ascontiguousarray(obs)).to(self.device))
-        logits = logits.float().cpu()
-        if self.deterministic:
-            return logits.argmax(dim=-1).numpy()
-        probs = torch.softmax(logits, dim=-1)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1).numpy()
+        pd, _ = self.policy.dist(torch.from_numpy(np.ascontiguousarray(obs)).to(self.device))
+        actions = pd.mode if self.deterministic else sample(pd, self.generator)
+        return actions.cpu().numpy()
 
 
-def _spec_and_stack(cfg_or_spec: Config | EnvSpec | str, policy: CnnPolicy) -> tuple[EnvSpec, bool]:
+def _spec_and_stack(cfg_or_spec: Config | EnvSpec | str, policy: Policy) -> tuple[EnvSpec, bool]:
     if isinstance(cfg_or_spec, Config):
         return parse_env_name(cfg_or_spec.env_name), cfg_or_spec.frame_stacking
     spec = cfg_or_spec if isinstance(cfg_or_spec, EnvSpec) else parse_env_name(cfg_or_spec)
@@ -85,7 +104,7 @@ def _spec_and_stack(cfg_or_spec: Config | EnvSpec | str, policy: CnnPolicy) -> t
 
 
 def evaluate(
-    policy: CnnPolicy,
+    policy: Policy,
     cfg_or_spec: Config | EnvSpec | str,
     episodes: int = 10,
     protocol: str | None = None,
@@ -107,7 +126,7 @@ def evaluate(
     check_episodes(episodes)
     spec, frame_stack = _spec_and_stack(cfg_or_spec, policy)
     protocol = protocol or default_protocol(spec)
-    noop_max, sticky = protocol_settings(protocol)
+    noop_max, sticky = protocol_settings(protocol, spec)
     device = pick_device(device)
     n = min(episodes, num_envs or MAX_EVAL_ENVS)
     if n < 1:
@@ -118,7 +137,7 @@ def evaluate(
     # starts (N // n each, one more for the first N % n envs); games an env finishes past its
     # quota are ignored. Every game counted is then an unconditioned draw from the env's games.
     quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
-    env = AtariVecEnv(
+    env = VecEnv(
         spec,
         n,
         seed=seed,
@@ -129,11 +148,9 @@ def evaluate(
         noop_max=noop_max,
         sticky=sticky,
     )
-    if int(policy.logits.out_features) != env.num_actions:
+    if policy.num_actions != env.num_actions:
         env.close()
-        raise ConfigError(
-            f"the policy has {policy.logits.out_features} actions, {spec.name} has {env.num_actions}"
-        )
+        raise ConfigError(f"the policy has {policy.num_actions} actions, {spec.name} has {env.num_actions}")
     from tqdm import tqdm
 
     was_training = policy.training
@@ -172,7 +189,7 @@ def evaluate(
     )
 
 
-def evaluate_in_training(policy: CnnPolicy, cfg: Config, device: torch.device) -> dict:
+def evaluate_in_training(policy: Policy, cfg: Config, device: torch.device) -> dict:
     """`--eval_interval`: cfg.eval_episodes full games under the protocol of the training env, the
     same games (seed + EVAL_SEED) each time; `ppo1 evaluate --seed <that>` replays them. Uses its own
     envs and random generator, so training continues exactly as without evaluation."""
@@ -209,8 +226,8 @@ def summarize(scores: list[float], lengths: list[int], **info) -> dict:
         num_envs=info["num_envs"],
         noop_max=noop_max,
         sticky=sticky,
-        max_frames=MAX_FRAMES,
-        frame_skip=FRAME_SKIP,
+        max_frames=MAX_FRAMES if protocol != "env" else None,
+        frame_skip=FRAME_SKIP if protocol != "env" else None,
     )
 
 
@@ -219,7 +236,7 @@ def summarize(scores: list[float], lengths: list[int], **info) -> dict:
 
 @dataclass
 class Agent:
-    policy: CnnPolicy
+    policy: Policy
     cfg: Config  # the run's saved config (the env it was trained on), env_name as used now
     trained_env: str  # the env name it was trained under: sets the default protocol
     step: int  # agent steps trained (0 for an untrained policy)
@@ -233,17 +250,6 @@ class Agent:
         if self.path is None:
             return f"an untrained (random) policy, {self.cfg.model_type} network"
         return f"checkpoint {self.path} at step {self.step:,}"
-
-
-def num_actions_of(spec: EnvSpec) -> int:
-    """The size of the game's minimal action set (what the training env uses)."""
-    import gymnasium as gym
-
-    env = gym.make(f"ALE/{spec.title}-v5", full_action_space=False)
-    try:
-        return int(env.action_space.n)
-    finally:
-        env.close()
 
 
 def load_agent(
@@ -297,10 +303,14 @@ def load_agent(
     else:
         trained_env = cfg.env_name
     spec = parse_env_name(cfg.env_name)
-    in_channels = 4 if cfg.frame_stacking else 1
+    shape, actions, discrete = env_dims(spec, cfg.frame_stacking)
+
+    def build() -> Policy:
+        return make_policy(cfg.model_type, shape, actions, discrete, cfg.hid_size, cfg.num_hid_layers)
+
     if state is not None:
-        actions = int(state.get("num_actions") or state["model"]["logits.weight"].shape[0])
-        policy = CnnPolicy(in_channels, actions, cfg.model_type)
+        actions = int(state.get("num_actions") or actions)
+        policy = build()
         try:
             policy.load_state_dict(state["model"])
         except (RuntimeError, KeyError) as e:
@@ -310,7 +320,7 @@ def load_agent(
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            policy = CnnPolicy(in_channels, num_actions_of(spec), cfg.model_type)
+            policy = build()
         step = 0
     policy.to(device).eval()
     return Agent(policy, cfg, trained_env, step, path if state is not None else None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.distributions import Categorical
+from torch.distributions import Distribution
 
 from ppo1.rollout import Segment
 
@@ -22,7 +22,7 @@ def lr_multiplier(timesteps_so_far: int, total_timesteps: int, schedule: str) ->
 
 
 def ppo_loss(
-    logits: torch.Tensor,
+    pd: Distribution,
     values: torch.Tensor,
     actions: torch.Tensor,
     old_log_probs: torch.Tensor,
@@ -31,14 +31,14 @@ def ppo_loss(
     clip: float,
     ent_coef: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The clipped surrogate objective with entropy bonus and value loss, for one minibatch."""
-    dist = Categorical(logits=logits)
-    log_ratio = dist.log_prob(actions) - old_log_probs
+    """The clipped surrogate objective with entropy bonus and value loss, for one minibatch, where
+    pd is the current policy's action distribution (policy.dist)."""
+    log_ratio = pd.log_prob(actions) - old_log_probs
     ratio = torch.exp(log_ratio)  # pnew / pold
     surr1 = ratio * advantages
     surr2 = torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * advantages
     pol_surr = -torch.min(surr1, surr2).mean()  # PPO's pessimistic surrogate (L^CLIP)
-    ent = dist.entropy().mean()
+    ent = pd.entropy().mean()
     pol_entpen = -ent_coef * ent
     vf_loss = (values - returns).pow(2).mean()
     total = pol_surr + pol_entpen + vf_loss
@@ -94,7 +94,7 @@ def update(
     T, N = seg.rewards.shape
     B = T * N
     obs = seg.obs.reshape(B, *seg.obs.shape[2:])
-    actions, old_log_probs = seg.actions.reshape(B), seg.log_probs.reshape(B)
+    actions, old_log_probs = seg.actions.reshape(B, *seg.actions.shape[2:]), seg.log_probs.reshape(B)
     advantages, returns = seg.advantages.reshape(B), seg.returns.reshape(B)
     mean, std = moments(advantages) if moments else (advantages.mean(), advantages.std(correction=0))
     advantages = standardize(advantages, mean, std)
@@ -109,9 +109,9 @@ def update(
         # baselines Dataset.iterate_once drops the last partial minibatch; so do we.
         for start in range(0, B - minibatch_size + 1, minibatch_size):
             idx = perm[start : start + minibatch_size]
-            logits, values = policy(obs[idx])
+            pd, values = policy.dist(obs[idx])
             loss, stats = ppo_loss(
-                logits,
+                pd,
                 values,
                 actions[idx],
                 old_log_probs[idx],

@@ -1,4 +1,6 @@
-"""CnnPolicy of baselines ppo1 (baselines/ppo1/cnn_policy.py), in PyTorch."""
+"""The policies of baselines ppo1, in PyTorch: CnnPolicy (baselines/ppo1/cnn_policy.py) for Atari
+frames and MlpPolicy (baselines/ppo1/mlp_policy.py) with observation normalization for flat
+observations. Both give `dist(obs)` (the action distribution and the values) and `act(obs)`."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import math
 
 import torch
 from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from ppo1.errors import ConfigError
 
@@ -76,6 +79,7 @@ class CnnPolicy(nn.Module):
         self.torso = nn.Sequential(*layers, nn.Flatten(), _dense(flat, hidden, 1.0), nn.ReLU())
         self.logits = _dense(hidden, num_actions, 0.01)
         self.value = _dense(hidden, 1, 1.0)
+        self.num_actions, self.in_channels = num_actions, in_channels
         # NHWC convolutions are 1.5-3x faster on CPU (benchmarks/throughput.py); same math.
         self.to(memory_format=torch.channels_last)
 
@@ -96,3 +100,114 @@ class CnnPolicy(nn.Module):
             log_p = torch.log_softmax(logits, dim=-1)
             actions = torch.multinomial(log_p.exp(), 1).squeeze(1)
             return actions, log_p.gather(1, actions.unsqueeze(1)).squeeze(1), values
+
+    def dist(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        logits, values = self(obs)
+        # No argument validation: a NaN must reach the loss, where the training loop reports it.
+        return Categorical(logits=logits, validate_args=False), values
+
+
+class RunningMeanStd(nn.Module):
+    """baselines common/mpi_running_mean_std.py: float64 running sums of x and x^2 and a count,
+    starting from a pseudo-count of 1e-2 (sum 0, sum of squares 1e-2); std is floored at 0.1.
+    update() adds a batch; all_sum (distributed runs) sums the batch's statistics over ranks
+    first, so every rank holds the statistics of the pooled stream."""
+
+    def __init__(self, shape: tuple[int, ...], epsilon: float = 1e-2):
+        super().__init__()
+        self.register_buffer("sum", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("sumsq", torch.full(shape, epsilon, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(epsilon, dtype=torch.float64))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.sum / self.count
+
+    @property
+    def std(self) -> torch.Tensor:
+        return (self.sumsq / self.count - self.mean.square()).clamp_min(1e-2).sqrt()
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor, all_sum=None) -> None:
+        x = x.reshape(-1, *self.sum.shape).double()
+        n = self.sum.numel()
+        stats = torch.cat([x.sum(0).reshape(-1), x.square().sum(0).reshape(-1), x.new_tensor([len(x)])])
+        if all_sum is not None:
+            stats = all_sum(stats)
+        self.sum += stats[:n].view_as(self.sum)
+        self.sumsq += stats[n : 2 * n].view_as(self.sumsq)
+        self.count += stats[-1]
+
+
+class MlpPolicy(nn.Module):
+    """baselines mlp_policy: observations normalized by running statistics and clipped to +-5,
+    separate policy and value MLPs (tanh, normc 1.0; policy output normc 0.01, value output 1.0);
+    Box actions: a diagonal Gaussian with a learned state-independent log-std starting at 0
+    (gaussian_fixed_var); Discrete actions: categorical."""
+
+    def __init__(
+        self, obs_dim: int, num_actions: int, continuous: bool, hid_size: int = 64, num_hid_layers: int = 2
+    ):
+        super().__init__()
+        self.ob_rms = RunningMeanStd((obs_dim,))
+
+        def mlp(out: int, gain: float) -> nn.Sequential:
+            layers: list[nn.Module] = []
+            n_in = obs_dim
+            for _ in range(num_hid_layers):
+                layers += [_dense(n_in, hid_size, 1.0), nn.Tanh()]
+                n_in = hid_size
+            return nn.Sequential(*layers, _dense(n_in, out, gain))
+
+        self.pi = mlp(num_actions, 0.01)
+        self.vf = mlp(1, 1.0)
+        self.logstd = nn.Parameter(torch.zeros(num_actions)) if continuous else None
+        self.num_actions, self.continuous = num_actions, continuous
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs (B, D) -> action mean or logits (B, A), values (B,)."""
+        x = ((obs.double() - self.ob_rms.mean) / self.ob_rms.std).clamp(-5.0, 5.0).float()
+        return self.pi(x), self.vf(x).squeeze(-1)
+
+    def dist(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        out, values = self(obs)
+        if self.continuous:
+            std = self.logstd.exp().expand_as(out)
+            return Independent(Normal(out, std, validate_args=False), 1, validate_args=False), values
+        return Categorical(logits=out, validate_args=False), values
+
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The draws and log-probs of dist(obs), written out: the distribution objects cost more
+        than this small network on the per-step path."""
+        with torch.inference_mode():
+            out, values = self(obs)
+            if self.continuous:
+                noise = torch.randn_like(out)
+                actions = out + self.logstd.exp() * noise
+                log_p = -0.5 * noise.square() - self.logstd - 0.5 * math.log(2 * math.pi)
+                return actions, log_p.sum(-1), values
+            log_p = torch.log_softmax(out, dim=-1)
+            actions = torch.multinomial(log_p.exp(), 1).squeeze(1)
+            return actions, log_p.gather(1, actions.unsqueeze(1)).squeeze(1), values
+
+
+def make_policy(
+    model_type: str,
+    observation_shape: tuple[int, ...],
+    num_actions: int,
+    discrete: bool,
+    hid_size: int = 64,
+    num_hid_layers: int = 2,
+) -> CnnPolicy | MlpPolicy:
+    """CnnPolicy (small/large) for Atari frames, MlpPolicy (mlp) for flat observations."""
+    if model_type == "mlp":
+        return MlpPolicy(observation_shape[0], num_actions, not discrete, hid_size, num_hid_layers)
+    return CnnPolicy(observation_shape[0], num_actions, model_type)
+
+
+def sample(pd: Distribution, generator: torch.Generator) -> torch.Tensor:
+    """A draw from pd on the CPU using `generator` (the global torch RNG is left alone)."""
+    if isinstance(pd, Categorical):
+        return torch.multinomial(pd.probs.float().cpu(), 1, generator=generator).squeeze(-1)
+    loc, scale = pd.base_dist.loc.float().cpu(), pd.base_dist.scale.float().cpu()
+    return loc + scale * torch.randn(loc.shape, generator=generator)

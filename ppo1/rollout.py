@@ -13,16 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ppo1.envs import AtariVecEnv
-from ppo1.policies import CnnPolicy
+from ppo1.envs import VecEnv
 
 
 @dataclass
 class Segment:
     """One iteration's experience. All tensors are (T, N) unless noted."""
 
-    obs: torch.Tensor  # (T, N, C, 84, 84) uint8
-    actions: torch.Tensor  # int64
+    obs: torch.Tensor  # (T, N, C, 84, 84) uint8 frames, or (T, N, D) float32
+    actions: torch.Tensor  # int64, or (T, N, A) float32 for Box actions
     log_probs: torch.Tensor  # log pi_old(a|s), stored at collection time: no second network
     values: torch.Tensor  # V(s) at collection time
     rewards: torch.Tensor  # clipped; plus gamma * V(final obs) where the time limit cut it
@@ -70,8 +69,8 @@ class Rollout:
 
     def __init__(
         self,
-        envs: AtariVecEnv | list[AtariVecEnv],
-        policy: CnnPolicy,
+        envs: VecEnv | list[VecEnv],
+        policy: torch.nn.Module,
         horizon: int,
         gamma: float,
         device: torch.device,
@@ -81,14 +80,17 @@ class Rollout:
         bounds = np.cumsum([0] + [e.num_envs for e in self.envs])
         self.columns = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         T, N = horizon, int(bounds[-1])
-        shape = self.envs[0].observation_shape
-        self.obs = torch.zeros((T, N, *shape), dtype=torch.uint8, device=device)
-        self.actions = torch.zeros((T, N), dtype=torch.int64, device=device)
+        self.next_obs = [torch.from_numpy(e.reset()).to(device) for e in self.envs]
+        first = self.envs[0]
+        self.obs = torch.zeros((T, N, *first.observation_shape), dtype=self.next_obs[0].dtype, device=device)
+        if first.discrete:
+            self.actions = torch.zeros((T, N), dtype=torch.int64, device=device)
+        else:
+            self.actions = torch.zeros((T, N, first.num_actions), device=device)
         self.log_probs = torch.zeros((T, N), device=device)
         self.values = torch.zeros((T, N), device=device)
         self.rewards = torch.zeros((T, N), device=device)
         self.dones = torch.zeros((T, N), device=device)
-        self.next_obs = [torch.from_numpy(e.reset()).to(device) for e in self.envs]
         self.timings: dict[str, float] = defaultdict(float)
 
     def _act(self, t: int, k: int) -> None:

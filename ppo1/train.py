@@ -14,13 +14,13 @@ import torch
 from ppo1 import checkpoint, distributed
 from ppo1.config import Config, ConfigError, RankFailure, resolve
 from ppo1.distributed import Dist
-from ppo1.envs import AtariVecEnv, default_threads, parse_env_name
+from ppo1.envs import VecEnv, default_threads, parse_env_name
 from ppo1.evaluate import evaluate_in_training
 from ppo1.learner import lr_multiplier, update
 from ppo1.logger import Logger, MonitorWriter, drop_rows_after, monitor_name
-from ppo1.policies import CnnPolicy, pick_device
+from ppo1.policies import MlpPolicy, make_policy, pick_device
 from ppo1.rollout import Rollout, compute_gae
-from ppo1.video import capture_video, require_ffmpeg
+from ppo1.video import capture_video, render_env, require_ffmpeg
 
 
 def nanmean(xs) -> float:
@@ -82,7 +82,7 @@ def train(
 
     seeds = env_seeds(cfg, d.rank, counters["iterations"])
     envs = [
-        AtariVecEnv(
+        VecEnv(
             parse_env_name(cfg.env_name),
             len(group),
             seed=group,
@@ -94,7 +94,9 @@ def train(
         for group in np.array_split(seeds, cfg.env_groups)
     ]
     env = envs[0]
-    policy = CnnPolicy(env.observation_shape[0], env.num_actions, cfg.model_type).to(device)
+    policy = make_policy(
+        cfg.model_type, env.observation_shape, env.num_actions, env.discrete, cfg.hid_size, cfg.num_hid_layers
+    ).to(device)
     # The seed's deviation: torch Adam with eps 1e-5 instead of baselines' MpiAdam (eps 1e-8).
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)
     if resume is not None:
@@ -149,6 +151,15 @@ def train(
             seg.advantages, seg.returns = compute_gae(
                 seg.rewards, seg.values, seg.dones, seg.last_values, cfg.gamma, cfg.lam
             )
+            if isinstance(policy, MlpPolicy):
+                # baselines: pi.ob_rms.update(ob) before the epochs; oldpi copies pi with its new
+                # statistics, so the old log-probs are recomputed with them (ratio 1 at the start).
+                policy.ob_rms.update(seg.obs, d.sum)
+                with torch.no_grad():
+                    flat = seg.obs.reshape(-1, *seg.obs.shape[2:])
+                    pd, _ = policy.dist(flat)
+                    actions = seg.actions.reshape(flat.shape[0], *seg.actions.shape[2:])
+                    seg.log_probs = pd.log_prob(actions).reshape(seg.log_probs.shape)
             t_update = time.perf_counter()
             stats = update(
                 policy,
@@ -265,6 +276,7 @@ def prepare(overrides: dict, fresh: bool, world_size: int) -> tuple[Config, dict
     pick_device(cfg.device)
     if cfg.capture_video:
         require_ffmpeg()
+        render_env(parse_env_name(cfg.env_name), "rgb_array", cfg.frame_stacking).close()
     if fresh and cfg.run_dir.exists():
         stamp = f"{cfg.run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
         aside, n = cfg.run_dir.with_name(stamp), 1

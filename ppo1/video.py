@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ppo1.config import Config, ConfigError
-from ppo1.envs import FRAME_SKIP, make_gym_env, parse_env_name
+from ppo1.envs import FRAME_SKIP, EnvSpec, make_gym_env, parse_env_name
 from ppo1.evaluate import (
     EVAL_SEED,
     ActionPicker,
@@ -83,11 +83,40 @@ def movie_name(title: str, score: float, step: int, ext: str, game: int | None =
 
 
 def _env_for(agent: Agent, protocol: str, render_mode: str):
-    noop_max, sticky = protocol_settings(protocol)
-    frame_stack = policy_in_channels(agent.policy) > 1
-    return make_gym_env(
-        agent.spec, frame_stack=frame_stack, noop_max=noop_max, sticky=sticky, render_mode=render_mode
-    )
+    return render_env(agent.spec, render_mode, policy_in_channels(agent.policy) > 1, protocol)
+
+
+def one_action(pick: ActionPicker, obs: np.ndarray):
+    """The picker's action for one env's observation: an int (Discrete) or an array (Box)."""
+    action = pick(obs[None])[0]
+    return action.item() if action.ndim == 0 else action
+
+
+def movie_fps(spec: EnvSpec, env) -> float:
+    """Real time: Atari 60 Hz / frameskip 4; other envs their render_fps."""
+    return MOVIE_FPS if spec.atari else float(env.metadata.get("render_fps") or 30)
+
+
+def render_env(spec: EnvSpec, render_mode: str, frame_stack: bool = True, protocol: str | None = None):
+    """One env of `spec` that renders (played under `protocol`, default the training one); a render
+    that cannot work here (pygame missing, no OpenGL for MuJoCo) is a one-line error up front."""
+    noop_max, sticky = protocol_settings(protocol or default_protocol(spec), spec)
+    env = None
+    try:
+        env = make_gym_env(
+            spec, frame_stack=frame_stack, noop_max=noop_max, sticky=sticky, render_mode=render_mode
+        )
+        if render_mode == "rgb_array" and not spec.atari:
+            env.reset(seed=0)
+            env.render()
+    except Exception as e:
+        if env is not None:
+            env.close()
+        if spec.atari:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot render {spec.name} here: {first}") from None
+    return env
 
 
 def record_game(env, pick: ActionPicker, paths: list[Path], fps: float, scale: int, seed: int):
@@ -101,7 +130,7 @@ def record_game(env, pick: ActionPicker, paths: list[Path], fps: float, scale: i
             w.write(frame)
         score, steps, over = 0.0, 0, False
         while not over:
-            obs, reward, terminated, truncated, _ = env.step(int(pick(obs[None])[0]))
+            obs, reward, terminated, truncated, _ = env.step(one_action(pick, obs))
             score += float(reward)
             steps += 1
             frame = env.render()
@@ -119,17 +148,14 @@ def capture_video(policy, cfg: Config, step: int, device) -> tuple[Path, bytes]:
     trained, written to <run>/videos/<Game>-score-S-step-N.mp4; returns that path and the same game
     as GIF bytes, which TensorBoard shows animated."""
     spec = parse_env_name(cfg.env_name)
-    noop_max, sticky = protocol_settings(default_protocol(spec))
-    env = make_gym_env(
-        spec, frame_stack=cfg.frame_stacking, noop_max=noop_max, sticky=sticky, render_mode="rgb_array"
-    )
+    env = render_env(spec, "rgb_array", cfg.frame_stacking)
     pick = ActionPicker(policy, False, cfg.seed + EVAL_SEED, device)
     out_dir = cfg.run_dir / "videos"
     out_dir.mkdir(exist_ok=True)
     tmp = out_dir / f".recording-{os.getpid()}.mp4"
     gif = tmp.with_suffix(".gif")
     try:
-        score, _, _ = record_game(env, pick, [tmp, gif], MOVIE_FPS, 1, cfg.seed + EVAL_SEED)
+        score, _, _ = record_game(env, pick, [tmp, gif], movie_fps(spec, env), 1, cfg.seed + EVAL_SEED)
         path = out_dir / movie_name(spec.title, score, step, "mp4")
         tmp.replace(path)
         return path, gif.read_bytes()
@@ -152,7 +178,8 @@ def run_movie(args) -> int:
     require_ffmpeg()
     agent = _load(args)
     protocol = args.protocol or default_protocol(parse_env_name(agent.trained_env))
-    fps = args.fps or MOVIE_FPS
+    env = _env_for(agent, protocol, "rgb_array")
+    fps = args.fps or movie_fps(agent.spec, env)
     out_dir = Path(args.asset_dir or agent.cfg.asset_dir) / agent.cfg.run_name
     ext = "gif" if args.gif else "mp4"
     print(
@@ -161,7 +188,6 @@ def run_movie(args) -> int:
         flush=True,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = _env_for(agent, protocol, "rgb_array")
     pick = ActionPicker(agent.policy, args.deterministic, args.seed, pick_device(args.device))
     try:
         for game in range(args.episodes):
@@ -203,13 +229,13 @@ def run_play(args) -> int:
         )
     agent = _load(args)
     protocol = args.protocol or default_protocol(parse_env_name(agent.trained_env))
-    fps = args.fps or MOVIE_FPS
+    env = _env_for(agent, protocol, "human")
+    fps = args.fps or movie_fps(agent.spec, env)
     print(
         f"{agent.spec.title} ({agent.cfg.env_name}), {agent.describe()}; protocol "
         f"{describe_protocol(protocol)}; {fps:g} agent steps/s; Ctrl-C stops",
         flush=True,
     )
-    env = _env_for(agent, protocol, "human")
     pick = ActionPicker(agent.policy, args.deterministic, args.seed, pick_device(args.device))
     try:
         for game in range(args.episodes):
@@ -217,7 +243,7 @@ def run_play(args) -> int:
             score, steps, over = 0.0, 0, False
             next_time = time.perf_counter()
             while not over:
-                obs, reward, terminated, truncated, _ = env.step(int(pick(obs[None])[0]))
+                obs, reward, terminated, truncated, _ = env.step(one_action(pick, obs))
                 score += float(reward)
                 steps += 1
                 over = terminated or truncated

@@ -29,6 +29,8 @@ def test_overlapped_env_groups_train_like_the_serial_loop(tmp_path):
 
 def test_channels_last_network_computes_the_plain_losses():
     """The network always runs channels_last (faster on CPU); NCHW gives the same losses and grads."""
+    from torch.distributions import Categorical
+
     from ppo1.learner import ppo_loss
     from ppo1.policies import CnnPolicy
 
@@ -51,7 +53,8 @@ def test_channels_last_network_computes_the_plain_losses():
         x = obs.float() / 255.0
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         h = policy.torso(x)
-        loss, _ = ppo_loss(policy.logits(h), policy.value(h).squeeze(-1), actions, old, adv, ret, 0.1, 0.01)
+        pd = Categorical(logits=policy.logits(h))
+        loss, _ = ppo_loss(pd, policy.value(h).squeeze(-1), actions, old, adv, ret, 0.1, 0.01)
         grads = torch.autograd.grad(loss, list(policy.parameters()))
         return loss, grads
 

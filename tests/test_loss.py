@@ -5,8 +5,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Categorical
 
-from ppo1.learner import explained_variance, lr_multiplier, ppo_loss
+from ppo1.learner import explained_variance, lr_multiplier
+from ppo1.learner import ppo_loss as ppo_loss_of_dist
+
+
+def ppo_loss(logits, *rest):
+    """The loss of a categorical policy with these logits."""
+    return ppo_loss_of_dist(Categorical(logits=logits), *rest)
 
 CLIP = 0.2
 ENT_COEF = 0.01
