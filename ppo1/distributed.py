@@ -167,6 +167,18 @@ class Dist:
                 raise RankFailure(f"rank {r}'s parameters diverged from rank 0's at iteration {iteration}")
 
 
+def attempt_store(world_size: int, timeout: datetime.timedelta) -> dist.Store | None:
+    """torchrun keeps one TCPStore (its agent's) for the whole job, so a group restarted by
+    --max-restarts finds the previous attempt's gloo/NCCL addresses there and connects to dead
+    ports (pytorch/pytorch#135712, #167288). Give each attempt its own key prefix. Only where one
+    agent starts every rank (one machine): each agent counts its own restarts."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or os.environ.get("GROUP_WORLD_SIZE") != "1":
+        return None  # no launcher, mpirun, or several machines: init_process_group's own env:// store
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    store = dist.TCPStore(addr, port, world_size, is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"ppo1/attempt/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
 def init(timeout_seconds: float, device: torch.device) -> Dist:
     """Join the process group the launcher set up; a single process needs no group."""
     rank, world_size, local_rank = launcher_env()
@@ -175,13 +187,10 @@ def init(timeout_seconds: float, device: torch.device) -> Dist:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     backend = "nccl" if device.type == "cuda" else "gloo"
+    timeout = datetime.timedelta(seconds=timeout_seconds)
     if not dist.is_initialized():
-        dist.init_process_group(
-            backend,
-            rank=rank,
-            world_size=world_size,
-            timeout=datetime.timedelta(seconds=timeout_seconds),
-        )
+        store = attempt_store(world_size, timeout)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     d = Dist(rank, world_size, local_rank, store=dist.distributed_c10d._get_default_store())
     d.start_heartbeat()
     return d
