@@ -1,9 +1,11 @@
 """Does it learn, and how fast by the wall clock? Train, evaluate, plot, in one folder.
 
-    python benchmarks/learning.py --env_name Pong --minutes 30 --seeds 1 [--out DIR] [`ppo1 train` flags]
+    python benchmarks/learning.py --env_name Pong --minutes 30 --seeds 1 --target 18 [--out DIR] [flags]
+    python benchmarks/learning.py --env_name Hopper-v5 --seeds 3 --out benchmarks/results/mujoco
 
 For each seed: `ppo1 train` with the given flags for at most --minutes of wall clock (or
---env_steps agent steps), then `ppo1 evaluate` of the final checkpoint under the paper protocol.
+--env_steps agent steps), then `ppo1 evaluate` of the final checkpoint under the protocol it was
+trained under (PongNoFrameskip-v4: paper; MuJoCo: the env's own episodes).
 Writes into --out: the run folders, results.json (per seed: mean real score of the last 100
 training games, evaluation mean and std, agent steps, frames, wall time, steps/s, and the first
 agent step and wall time at which the last-100 mean reached --target) and curve.png from
@@ -24,6 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ppo1.cli import add_config_flags  # noqa: E402
+from ppo1.config import resolve  # noqa: E402
+from ppo1.envs import FRAME_SKIP, parse_env_name  # noqa: E402
 from ppo1.train import start  # noqa: E402
 
 
@@ -46,9 +50,9 @@ def reached(games: list[tuple[float, int, float]], target: float) -> tuple[int |
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget per seed")
+    p.add_argument("--minutes", type=float, help="wall-clock budget per seed (default: to --env_steps)")
     p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--target", type=float, default=18.0, help="score the last-100 mean must reach")
+    p.add_argument("--target", type=float, help="score the last-100 mean must reach (Pong: 18)")
     p.add_argument("--eval_episodes", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
     p.add_argument("--env_name", default="PongNoFrameskip-v4")
@@ -60,23 +64,25 @@ def main() -> None:
     overrides = {k: v for k, v in vars(train_parser.parse_args(extra)).items() if v is not None}
     overrides["env_name"] = args.env_name
     overrides.setdefault("save_interval", 50)
+    preset = resolve(overrides).preset
+    frame_skip = FRAME_SKIP if parse_env_name(args.env_name).atari else 1
     results = []
     for seed in range(1, args.seeds + 1):
-        name = f"{args.env_name.replace('/', '_')}-{overrides.get('preset', 'ppo-paper')}-seed{seed}"
+        name = f"{args.env_name.replace('/', '_')}-{preset}-seed{seed}"
         run = {**overrides, "seed": seed, "checkpoint_dir": str(args.out), "model_name": name}
         t0 = time.time()
-        counters = start(run, fresh=True, max_seconds=args.minutes * 60)
+        counters = start(run, fresh=True, max_seconds=args.minutes * 60 if args.minutes else None)
         wall = time.time() - t0
         games = read_monitor(args.out / name / "monitor.csv")
         eval_json = args.out / f"{name}-eval.json"
         subprocess.run(
             [sys.executable, "-m", "ppo1", "evaluate", "--env_name", args.env_name, "--checkpoint_dir",
-             str(args.out), "--model_name", name, "--protocol", "paper", "--episodes",
+             str(args.out), "--model_name", name, "--episodes",
              str(args.eval_episodes), "--json", str(eval_json)],
             check=True,
         )  # fmt: skip
         ev = json.loads(eval_json.read_text())
-        step_hit, time_hit = reached(games, args.target)
+        step_hit, time_hit = reached(games, args.target) if args.target is not None else (None, None)
         last100 = [r for r, _, _ in games[-100:]]
         results.append(
             {
@@ -86,8 +92,9 @@ def main() -> None:
                 "eval_mean": ev["mean"],
                 "eval_std": ev["std"],
                 "eval_episodes": len(ev["scores"]),
+                "eval_protocol": ev["protocol"],
                 "agent_steps": counters["timesteps"],
-                "frames": 4 * counters["timesteps"],
+                "frames": frame_skip * counters["timesteps"],
                 "wall_seconds": wall,
                 "steps_per_second": counters["timesteps"] / counters["elapsed"],
                 "target": args.target,
@@ -102,13 +109,13 @@ def main() -> None:
     summary = {"env_name": args.env_name, "minutes": args.minutes, "settings": overrides, "seeds": results}
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     for r in results:
-        hit = (
-            f"reached {args.target} at step {r['target_step']}" if r["target_step"] else "target not reached"
-        )
+        hit = f"reached {args.target} at step {r['target_step']}" if r["target_step"] else "not reached"
+        hit = hit if args.target is not None else "no target"
         print(
             f"seed {r['seed']}: last-100 {r['last100_mean']}, "
-            f"eval {r['eval_mean']:.1f} +- {r['eval_std']:.1f}, {r['agent_steps']:,} steps "
-            f"in {r['wall_seconds'] / 60:.1f} min ({r['steps_per_second']:.0f}/s), {hit}"
+            f"eval {r['eval_mean']:.1f} +- {r['eval_std']:.1f} ({r['eval_protocol']} protocol), "
+            f"{r['agent_steps']:,} steps in {r['wall_seconds'] / 60:.1f} min "
+            f"({r['steps_per_second']:.0f}/s), {hit}"
         )
 
 

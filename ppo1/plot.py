@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ppo1.config import ConfigError
-from ppo1.envs import FRAME_SKIP
+from ppo1.envs import FRAME_SKIP, parse_env_name
 
 SEED_SUFFIX = re.compile(r"[-_](?:seed|s)\d+$", re.IGNORECASE)
 MONITOR_FILE = re.compile(r"monitor(?:\.\d+)?\.csv")
@@ -133,6 +133,14 @@ def band(curves: list[Curve], kind: str) -> tuple[np.ndarray, np.ndarray, np.nda
     return grid, mean, ys.min(axis=0), ys.max(axis=0)
 
 
+def is_atari(curve: Curve) -> bool:
+    """Atari runs skip 4 frames per agent step; other envs, and unknown ones, count 1."""
+    try:
+        return parse_env_name(curve.env_id).atari if curve.env_id else True
+    except ConfigError:
+        return False
+
+
 def plot_runs(run_dirs: list[Path | str], out: Path | str | None = None, smooth: int = 100, spread="minmax"):
     """Draw the curves of `run_dirs` in two panels (agent steps, frames); save to `out` if given.
     Returns the matplotlib Figure (Agg canvas)."""
@@ -165,7 +173,8 @@ def plot_runs(run_dirs: list[Path | str], out: Path | str | None = None, smooth:
         groups.setdefault(group_name(c.name), []).append(c)
 
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, (scale, xlabel) in zip(axes, [(1, "agent steps"), (FRAME_SKIP, "frames (4 x agent steps)")]):
+    frames = (FRAME_SKIP, "frames (4 x agent steps)") if all(map(is_atari, curves)) else (1, "frames")
+    for ax, (scale, xlabel) in zip(axes, [(1, "agent steps"), frames]):
         for i, (group, members) in enumerate(groups.items()):
             color = f"C{i % 10}"
             spread_data = band(members, spread) if len(members) > 1 else None
