@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ppo1.config import ConfigError
-from ppo1.envs import AtariVecEnv, make_gym_env, parse_env_name
+from ppo1.envs import VecEnv, make_gym_env, parse_env_name
 
 # ---------------------------------------------------------------------------------------------
 # (a) environment names
@@ -71,8 +71,8 @@ def test_frame_counter_gym_path(game, fire_frames):
 
 @pytest.mark.parametrize("game, fire_frames", [("Pong", 1), ("Freeway", 0)])
 def test_frame_counter_ale_vector_backend(game, fire_frames):
-    # AtariVecEnv.step hides the info dict; step the ale-py vector env it configured directly.
-    env = AtariVecEnv(parse_env_name(game), 2, seed=0, noop_max=0, threads=1)
+    # VecEnv.step hides the info dict; step the ale-py vector env it configured directly.
+    env = VecEnv(parse_env_name(game), 2, seed=0, noop_max=0, threads=1)
     try:
         _, info = env.vec.reset(seed=np.array([0, 1]))
         seen = {0: info["episode_frame_number"].tolist()}
@@ -105,8 +105,8 @@ def test_noop_reset_adds_at_most_30_frames():
 def test_ale_and_gym_backends_are_identical_on_breakout():
     spec = parse_env_name("BreakoutNoFrameskip-v4")
     kw = dict(seed=0, noop_max=0, episode_life=True, clip_rewards=True)
-    a = AtariVecEnv(spec, 2, backend="ale", threads=1, **kw)
-    b = AtariVecEnv(spec, 2, backend="gym", **kw)
+    a = VecEnv(spec, 2, backend="ale", threads=1, **kw)
+    b = VecEnv(spec, 2, backend="gym", **kw)
     try:
         assert a.observation_shape == b.observation_shape == (4, 84, 84)
         assert a.num_actions == b.num_actions == 4
@@ -152,8 +152,8 @@ def test_life_loss_episodes_and_real_scores_on_breakout():
     """Two copies of the same games (same seed, same actions): the training env (episode_life)
     and the evaluation env (full games). Raw rewards in both, so the score is checkable."""
     spec = parse_env_name("Breakout")
-    train = AtariVecEnv(spec, 2, seed=3, episode_life=True, clip_rewards=False, threads=1)
-    evals = AtariVecEnv(spec, 2, seed=3, episode_life=False, clip_rewards=False, threads=1)
+    train = VecEnv(spec, 2, seed=3, episode_life=True, clip_rewards=False, threads=1)
+    evals = VecEnv(spec, 2, seed=3, episode_life=False, clip_rewards=False, threads=1)
     try:
         assert np.array_equal(train.reset(), evals.reset())
         rng = np.random.default_rng(1)
@@ -192,7 +192,7 @@ def test_life_loss_episodes_and_real_scores_on_breakout():
 
 def test_clipped_returns_are_per_life_episode():
     spec = parse_env_name("Breakout")
-    env = AtariVecEnv(spec, 1, seed=5, episode_life=True, clip_rewards=True, threads=1)
+    env = VecEnv(spec, 1, seed=5, episode_life=True, clip_rewards=True, threads=1)
     try:
         env.reset()
         rng = np.random.default_rng(5)
@@ -219,8 +219,8 @@ def test_reward_clipping_on_space_invaders():
     """Space Invaders pays 5..30 per alien; a random agent scores within ~40 steps and loses its
     3 lives in ~450. The same game is played with and without clipping (same seed and actions)."""
     spec = parse_env_name("SpaceInvaders")
-    clipped = AtariVecEnv(spec, 1, seed=0, clip_rewards=True, threads=1)
-    raw = AtariVecEnv(spec, 1, seed=0, clip_rewards=False, threads=1)
+    clipped = VecEnv(spec, 1, seed=0, clip_rewards=True, threads=1)
+    raw = VecEnv(spec, 1, seed=0, clip_rewards=False, threads=1)
     try:
         clipped.reset()
         raw.reset()
@@ -251,7 +251,7 @@ def test_reward_clipping_on_space_invaders():
 @pytest.mark.parametrize("backend", ["ale", "gym"])
 @pytest.mark.parametrize("frame_stack, channels", [(True, 4), (False, 1)])
 def test_observation_shape_and_dtype(backend, frame_stack, channels):
-    env = AtariVecEnv(parse_env_name("Pong"), 3, seed=0, frame_stack=frame_stack, backend=backend, threads=1)
+    env = VecEnv(parse_env_name("Pong"), 3, seed=0, frame_stack=frame_stack, backend=backend, threads=1)
     try:
         assert env.observation_shape == (channels, 84, 84)
         assert env.num_actions == 6
