@@ -56,6 +56,11 @@ def load(path: Path, hint: str = TRAIN_HINT) -> dict[str, Any]:
         raise ConfigError(f"cannot load checkpoint {path} ({first[:160]}); {hint}") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise ConfigError(f"{path} is not a ppo1 checkpoint; {hint}")
+    model = state.get("model") if isinstance(state.get("model"), dict) else {}
+    floats = {k: v for k, v in model.items() if torch.is_tensor(v) and v.is_floating_point()}
+    bad = [k for k, v in floats.items() if not v.isfinite().all()]
+    if bad:
+        raise ConfigError(f"checkpoint {path} holds non-finite weights ({', '.join(bad[:3])}); {hint}")
     return state
 
 

@@ -227,6 +227,24 @@ def validate(cfg: Config) -> None:
     for name in ["torch_threads", "env_threads", "seed", "eval_interval"]:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"--{name} must be 0 or more, got {getattr(cfg, name)}")
+    limits = dict(seed=2**30, num_envs=4096, timesteps_per_actorbatch=2**20, hid_size=4096, num_hid_layers=64)
+    for name, limit in limits.items():
+        if getattr(cfg, name) > limit:
+            raise ConfigError(f"--{name} must be at most {limit:,}, got {getattr(cfg, name):,}")
+    if cfg.batch_size > 2**22:
+        raise ConfigError(
+            f"--num_envs x --timesteps_per_actorbatch = {cfg.batch_size:,} samples per iteration; "
+            f"at most {2**22:,}"
+        )
+    if cfg.dist_timeout > 7 * 86400:
+        raise ConfigError(f"--dist_timeout must be at most a week (604800 s), got {cfg.dist_timeout:g}")
+    for name in ("checkpoint_dir", "asset_dir", "model_name"):
+        try:
+            getattr(cfg, name).encode()
+        except UnicodeEncodeError:
+            raise ConfigError(f"--{name} {getattr(cfg, name)!r} is not valid UTF-8 text") from None
+    if len(cfg.model_name) > 200:
+        raise ConfigError(f"--model_name is {len(cfg.model_name)} characters long; at most 200")
     if cfg.dist_timeout <= 0:
         raise ConfigError(f"--dist_timeout must be positive, got {cfg.dist_timeout}")
     if not 0.0 < cfg.gamma <= 1.0:

@@ -16,6 +16,7 @@ import difflib
 import functools
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import ale_py
@@ -26,6 +27,7 @@ from gymnasium.vector import AutoresetMode
 from ppo1.config import ConfigError
 
 gym.register_envs(ale_py)
+ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr: errors stay one line
 
 NOOP_MAX = 30  # DQN (Mnih et al. 2015) / baselines NoopResetEnv
 FRAME_SKIP = 4  # baselines MaxAndSkipEnv(skip=4): max-pool over the last 2 of 4 frames
@@ -33,7 +35,7 @@ MAX_FRAMES = 108_000  # 30 minutes at 60 Hz, the DQN / PPO-paper episode cap
 STICKY_V5 = 0.25  # ALE/*-v5 sticky actions (Machado et al. 2018)
 
 
-MUJOCO_EXTRA = "pip install 'ppo1[mujoco]'"
+MUJOCO_EXTRA = "pip install -e '.[mujoco]'"
 
 
 @dataclass(frozen=True)
@@ -280,10 +282,16 @@ class VecEnv:
 @functools.cache
 def probe_spaces(spec: EnvSpec) -> tuple[gym.Space, gym.Space]:
     """The env's observation and action spaces (one env made and closed; Atari: the raw game's)."""
-    if spec.atari:
-        env = gym.make(f"ALE/{spec.title}-v5", full_action_space=False)
-    else:
-        env = gym.make(spec.name)
+    try:
+        with warnings.catch_warnings():  # e.g. MuJoCo's deprecation notices: errors stay one line
+            warnings.simplefilter("ignore")
+            if spec.atari:
+                env = gym.make(f"ALE/{spec.title}-v5", full_action_space=False)
+            else:
+                env = gym.make(spec.name)
+    except (ImportError, gym.error.Error) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot make {spec.name} here: {first}") from None
     try:
         return env.observation_space, env.action_space
     finally:

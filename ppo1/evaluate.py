@@ -276,7 +276,7 @@ def load_agent(
     path = run_dir / checkpoint.CHECKPOINT
     state = None
     if path.exists():
-        state = checkpoint.load(path)
+        state = checkpoint.load(path, hint=checkpoint.AGENT_HINT)
         saved = state.get("config")
         if not isinstance(saved, dict):
             raise ConfigError(f"{path} holds no config; cannot rebuild its environment")

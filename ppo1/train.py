@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -14,7 +14,7 @@ import torch
 from ppo1 import checkpoint, distributed
 from ppo1.config import Config, ConfigError, RankFailure, resolve
 from ppo1.distributed import Dist
-from ppo1.envs import VecEnv, default_threads, parse_env_name
+from ppo1.envs import VecEnv, default_threads, env_dims, parse_env_name
 from ppo1.evaluate import evaluate_in_training
 from ppo1.learner import lr_multiplier, update
 from ppo1.logger import Logger, MonitorWriter, drop_rows_after, monitor_name
@@ -249,14 +249,19 @@ def train(
 
 
 def check_writable(run_dir: Path) -> None:
-    """The run folder, or its nearest existing parent, must be a writable folder."""
+    """The run folder, or its nearest existing parent, must be a folder we can really create in
+    (tried: permission bits do not stop root, /proc does)."""
     existing = run_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError(f"cannot create run folder {run_dir}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write to {existing}; pick another --checkpoint_dir")
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".ppo1-write-test-").cleanup()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot write to {existing} ({e.strerror}); pick another --checkpoint_dir"
+        ) from None
 
 
 def prepare(overrides: dict, fresh: bool, world_size: int) -> tuple[Config, dict | None]:
@@ -273,6 +278,12 @@ def prepare(overrides: dict, fresh: bool, world_size: int) -> tuple[Config, dict
         saved = resume["config"]
         cfg = resolve(overrides, base=saved)
         checkpoint.check_compatible(saved, cfg.to_dict(), path)
+        actions = env_dims(parse_env_name(cfg.env_name), cfg.frame_stacking)[1]
+        if resume.get("num_actions", actions) != actions:
+            raise ConfigError(
+                f"checkpoint {path} has {resume['num_actions']} actions, {cfg.env_name} has "
+                f"{actions}; use another --model_name or --fresh"
+            )
     pick_device(cfg.device)
     if cfg.capture_video:
         require_ffmpeg()
@@ -298,7 +309,14 @@ def prepare(overrides: dict, fresh: bool, world_size: int) -> tuple[Config, dict
             + (f"; changed: {', '.join(changed)}" if changed else ""),
             flush=True,
         )
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create run folder {cfg.run_dir} ({e.strerror}); check --model_name"
+        ) from None
+    for stale in cfg.run_dir.glob(".checkpoint-*"):  # a save interrupted by a kill
+        stale.unlink(missing_ok=True)
     c = resume["counters"] if resume else {"timesteps": 0, "elapsed": 0.0}
     drop_rows_after(cfg.run_dir, c["timesteps"], c["elapsed"])
     cfg.save(cfg.run_dir / "config.json")

@@ -1,56 +1,213 @@
 """The ppo1 command line: bad input gives one line and exit 2, writes nothing; flags; presets."""
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
+from conftest import cli_env
 
 from ppo1.cli import build_parser
 from ppo1.config import PRESETS, Config, ConfigError, resolve
 
-# (flags after `ppo1 train`, text the one-line error must contain)
+RUN = ["--model_name", "mine"]  # the run folder the setups below fill: checkpoints/mine
+
+
+class Case(NamedTuple):
+    flags: list[str]  # after `ppo1 <command>`; train gets tiny valid flags first, these last win
+    says: str | tuple[str, ...]  # what the one line must contain
+    setup: Callable[[Path, Path], None] | None = None  # (case folder, a real checkpoint), before the snapshot
+    command: str = "train"
+    without: tuple[str, ...] = ()  # modules that cannot be imported, as if an extra were not installed
+    carries_code: bool = False  # the checkpoint's pickle would touch MARKER if unpickled unsafely
+
+
+def mine(cwd: Path) -> Path:
+    run_dir = cwd / "checkpoints" / "mine"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir / "checkpoint.pt"
+
+
+def copy(cwd, real):
+    """The real checkpoint: 64 steps of Pong, small network, 4 stacked frames."""
+    mine(cwd).write_bytes(real.read_bytes())
+
+
+def truncated(cwd, real):
+    data = real.read_bytes()
+    mine(cwd).write_bytes(data[: len(data) // 2])
+
+
+def damaged(cwd, real):
+    """16 bytes flipped in the middle of the weights; the zip's structure is intact."""
+    data = bytearray(real.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    mine(cwd).write_bytes(bytes(data))
+
+
+def fewer_actions(cwd, real):
+    """A Pong checkpoint whose policy has 4 actions (Pong has 6): as from an ALE with another
+    minimal action set. Every other field is real."""
+    state = torch.load(real, map_location="cpu", weights_only=True)
+    state["num_actions"] = 4
+    for name in ("logits.weight", "logits.bias"):
+        state["model"][name] = state["model"][name][:4].clone()
+    torch.save(state, mine(cwd))
+
+
+def not_ppo1(cwd, real):
+    torch.save({"weights": torch.zeros(3)}, mine(cwd))
+
+
+class Exploit:
+    """Unpickling this runs `touch MARKER`."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def code_in_torch_save(cwd, real):
+    torch.save({"format_version": 1, "model": Exploit(cwd / "MARKER")}, mine(cwd))
+
+
+# Every numeric flag of `ppo1 train`: a value of the wrong type (given as --flag=value), a value out
+# of range.
+NUMERIC = {
+    "--env_steps": ("1.5", "-5"),
+    "--num_envs": ("four", "0"),
+    "--timesteps_per_actorbatch": ("1e999", "0"),
+    "--gamma": ("abc", "1.5"),
+    "--lam": ("0.9x", "-0.1"),
+    "--epsilon": ("", "0"),
+    "--ent_coef": ("inf", "-0.01"),
+    "--optim_epochs": ("3.0.0", "0"),
+    "--optim_stepsize": ("1e-3e", "1"),
+    "--optim_batchsize": ("8.5", "64"),  # above --timesteps_per_actorbatch 32: larger than the batch
+    "--seed": ("0x10", "-1"),
+    "--save_interval": ("ten", "0"),
+    "--torch_threads": ("1.5", "-1"),
+    "--env_threads": ("two", "-2"),
+    "--env_groups": ("1/2", "3"),  # above --num_envs 2
+    "--sync_check_interval": ("[1]", "0"),
+    "--dist_timeout": ("-inf", "0"),
+    "--hid_size": ("64.5", "0"),
+    "--num_hid_layers": ("two", "0"),
+    "--eval_interval": ("1e", "-1"),
+    "--eval_episodes": ("5x", "0"),
+}
+
 BAD_INPUT = {
-    "unknown env": (["--env_name", "Pongg"], "did you mean Pong"),
-    "unknown v4 env": (["--env_name", "BrekoutNoFrameskip-v4"], "BreakoutNoFrameskip-v4"),
-    "negative env_steps": (["--env_steps", "-5"], "--env_steps"),
-    "fractional env_steps": (["--env_steps", "1.5"], "integer"),
-    "zero envs": (["--num_envs", "0"], "--num_envs"),
-    "batch above horizon": (
-        ["--optim_batchsize", "64", "--timesteps_per_actorbatch", "32"],
-        "--optim_batchsize",
+    **{
+        f"{flag} wrong type": Case([f"{flag}={bad}"], (flag, f"got {bad!r}"))
+        for flag, (bad, _) in NUMERIC.items()
+    },
+    **{f"{flag} out of range": Case([flag, bad], flag) for flag, (_, bad) in NUMERIC.items()},
+    "gamma nan": Case(["--gamma", "nan"], ("--gamma", "finite")),
+    "dashed spelling, wrong type": Case(["--num-envs", "2.5"], ("--num_envs", "integer")),
+    "flag without its value": Case(["--gamma"], ("--gamma", "expected one argument")),
+    "switch given a value": Case(["--fresh=yes"], ("--fresh", "yes")),
+    "unknown flag": Case(["--learning_rate", "0.1"], "--learning_rate"),
+    "unknown env": Case(["--env_name", "Pongg"], "did you mean Pong"),
+    "unknown v4 env": Case(["--env_name", "BrekoutNoFrameskip-v4"], "BreakoutNoFrameskip-v4"),
+    "unknown v5 env": Case(["--env_name", "ALE/Pongg-v5"], "ALE/Pong-v5"),
+    "bad model_type": Case(["--model_type", "huge"], "huge"),
+    "bad preset": Case(["--preset", "atari-zoo"], "atari-zoo"),
+    "model_name dotdot": Case(["--model_name", "../x"], "--model_name"),
+    "model_name is dotdot": Case(["--model_name", ".."], "--model_name"),
+    "model_name slash": Case(["--model_name", "a/b"], "--model_name"),
+    "model_name absolute": Case(["--model_name", "/tmp/x"], "--model_name"),
+    "model_name too long for a folder": Case(["--model_name", "a" * 300], "--model_name"),
+    "checkpoint_dir under a file": Case(["--checkpoint_dir", "blocker/runs"], "not a folder"),
+    # Root may write anywhere permissions guard; /proc refuses even root.
+    "checkpoint_dir unwritable": Case(["--checkpoint_dir", "/proc/ppo1-runs"], "--checkpoint_dir"),
+    "no cuda": Case(["--device", "cuda"], "cuda"),
+    "mlp for Atari frames": Case(["--model_type", "mlp"], "--model_type mlp"),
+    "CNN for CartPole": Case(["--env_name", "CartPole-v1", "--model_type", "small"], "--model_type mlp"),
+    "capture_video without evaluations": Case(["--capture_video"], "--eval_interval"),
+    "capture_video, video extra not installed": Case(
+        ["--capture_video", "--eval_interval", "1"], "[video]", without=("imageio", "imageio_ffmpeg")
     ),
-    "gamma above 1": (["--gamma", "1.5"], "--gamma"),
-    "gamma not a number": (["--gamma", "abc"], "abc"),
-    "gamma nan": (["--gamma", "nan"], "--gamma"),
-    "lam negative": (["--lam", "-0.1"], "--lam"),
-    "epsilon zero": (["--epsilon", "0"], "--epsilon"),
-    "unknown flag": (["--learning_rate", "0.1"], "--learning_rate"),
-    "bad model_type": (["--model_type", "huge"], "huge"),
-    "bad preset": (["--preset", "atari-zoo"], "atari-zoo"),
-    "model_name dotdot": (["--model_name", "../x"], "--model_name"),
-    "model_name slash": (["--model_name", "a/b"], "--model_name"),
-    "checkpoint_dir under a file": (["--checkpoint_dir", "blocker/runs"], "not a folder"),
-    "no cuda": (["--device", "cuda"], "cuda"),
+    "MuJoCo env, mujoco extra not installed": Case(
+        ["--env_name", "HalfCheetah-v5"], "[mujoco]", without=("mujoco",)
+    ),
+    "checkpoint of another game and action space": Case(
+        [*RUN, "--env_name", "Breakout"], "game Pong, not Breakout", copy
+    ),
+    "checkpoint of another network": Case(
+        [*RUN, "--model_type", "large"], "--model_type small, not large", copy
+    ),
+    "checkpoint of another observation shape": Case(
+        [*RUN, "--no_frame_stacking"], "frame stacking True, not False", copy
+    ),
+    "checkpoint with another action count": Case(RUN, ("4 actions", "has 6"), fewer_actions),
+    "checkpoint truncated": Case(RUN, ("cannot load checkpoint", "--fresh"), truncated),
+    "checkpoint damaged": Case(RUN, ("cannot load checkpoint", "CRC", "--fresh"), damaged),
+    "checkpoint not of ppo1": Case(RUN, "not a ppo1 checkpoint", not_ppo1),
+    "checkpoint carrying code (torch.save)": Case(
+        RUN, "cannot load checkpoint", code_in_torch_save, carries_code=True
+    ),
+    "evaluate: checkpoint damaged": Case(
+        RUN, ("cannot load checkpoint", "pick another run"), damaged, "evaluate"
+    ),
+    "evaluate: checkpoint of another game": Case(
+        [*RUN, "--env_name", "Breakout"], "is a Pong agent", copy, "evaluate"
+    ),
+    "evaluate: no checkpoint": Case(RUN, "--allow_random", command="evaluate"),
+    "movie: video extra not installed": Case(
+        RUN, "[video]", copy, "movie", without=("imageio", "imageio_ffmpeg")
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def bad_input_runs(tmp_path_factory, cli):
-    """Run every BAD_INPUT case as its own `python -m ppo1 train` in its own folder, two at a
-    time (each process spends ~2 s importing torch). Returns case -> (process, before, after)."""
+    """Run every BAD_INPUT case as its own `python -m ppo1 ...` in its own folder, two at a time
+    (a process that gets as far as loading a checkpoint spends ~3 s importing torch).
+    Returns case -> (process, folder, before, after)."""
     cases = [c for c in BAD_INPUT if not (c == "no cuda" and torch.cuda.is_available())]
+    cases.sort(key=lambda c: BAD_INPUT[c].setup is not None)  # these wait for the real checkpoint
+    real_root = tmp_path_factory.mktemp("real")
+    without = tmp_path_factory.mktemp("without")  # on PYTHONPATH: modules that fail to import
+    for module in {m for c in cases for m in BAD_INPUT[c].without}:
+        message = f"No module named {module!r}"  # what Python says of a package not installed
+        (without / f"{module}.py").write_text(f"raise ModuleNotFoundError({message!r}, name={module!r})\n")
+
+    def real_checkpoint() -> Path:
+        p = cli.run(["train", *cli.TINY, "--env_steps", "64", "--model_name", "pong"], real_root)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return real_root / "checkpoints" / "pong" / "checkpoint.pt"
 
     def one(case):
-        flags, _ = BAD_INPUT[case]
+        c = BAD_INPUT[case]
         cwd = tmp_path_factory.mktemp("bad")
         (cwd / "blocker").write_text("a regular file, not a folder\n")
+        if c.setup is not None:
+            c.setup(cwd, real.result())
         before = cli.snapshot(cwd)
-        # Tiny valid settings first; the flags under test come last and win.
-        p = cli.run(["train", *cli.TINY, "--env_steps", "64", *flags], cwd)
-        return case, (p, before, cli.snapshot(cwd))
+        argv = [c.command, *cli.TINY, "--env_steps", "64"] if c.command == "train" else [c.command]
+        env = cli_env() | ({"PYTHONPATH": str(without)} if c.without else {})
+        p = subprocess.run(
+            [sys.executable, "-m", "ppo1", *argv, *c.flags],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        return case, (p, cwd, before, cli.snapshot(cwd))
 
     with ThreadPoolExecutor(max_workers=2) as pool:
+        real = pool.submit(real_checkpoint)  # first in the queue: no case waits on a queued task
         return dict(pool.map(one, cases))
 
 
@@ -58,15 +215,28 @@ def bad_input_runs(tmp_path_factory, cli):
 def test_bad_input_one_line_exit_2_nothing_written(case, bad_input_runs):
     if case not in bad_input_runs:
         pytest.skip("a CUDA device is available here")
-    p, before, after = bad_input_runs[case]
+    c = BAD_INPUT[case]
+    p, cwd, before, after = bad_input_runs[case]
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert "Traceback" not in p.stderr + p.stdout
     lines = p.stderr.splitlines()
     assert len(lines) == 1 and lines[0].strip(), p.stderr
-    assert lines[0].startswith("ppo1 train: error: ")
-    assert BAD_INPUT[case][1] in lines[0]
+    assert lines[0].startswith(f"ppo1 {c.command}: error: ")
+    for text in (c.says,) if isinstance(c.says, str) else c.says:
+        assert text in lines[0]
     assert p.stdout == ""
     assert after == before
+    assert not (cwd / "MARKER").exists()
+    if c.carries_code:  # the code was really there: loaded without weights_only, it runs
+        torch.load(cwd / "checkpoints" / "mine" / "checkpoint.pt", weights_only=False)
+        assert (cwd / "MARKER").exists()
+
+
+def test_bad_input_covers_the_issue():
+    """At least 25 cases, and every numeric flag of `ppo1 train` has a wrong type and a wrong range."""
+    assert len(BAD_INPUT) >= 25
+    numeric = {f"--{f.name}" for f in fields(Config) if f.type in ("int", "float", int, float)}
+    assert numeric == set(NUMERIC)
 
 
 def test_no_subcommand(tmp_path, cli):

@@ -70,3 +70,46 @@ def test_a_failing_disk_keeps_the_last_checkpoint(tmp_path):
     assert ckpt.read_bytes() == before  # the previous checkpoint is intact
     assert not list(ckpt.parent.glob(".checkpoint-*"))  # no temporary file left behind
     assert torch.load(ckpt, weights_only=True)["counters"]["timesteps"] == 64
+
+
+def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path):
+    """NaN in the optimizer state (what a diverging run leaves) makes the first update's weights
+    NaN: the run stops with one line naming the iteration, exit 1, and does not save over the last
+    checkpoint even with --save_interval 1."""
+    from ppo1 import checkpoint
+
+    run = [sys.executable, "-m", "ppo1", "train", *TINY, "--checkpoint_dir", str(tmp_path)]
+    ok = subprocess.run(run + ["--env_steps", "64"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    ckpt = tmp_path / "Pong-ppo-paper" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    for s in state["optimizer"]["state"].values():
+        s["exp_avg"].fill_(float("nan"))
+    checkpoint.save(ckpt, state)
+    before = ckpt.read_bytes()
+    p = subprocess.run(run + ["--env_steps", "256"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "non-finite" in lines[0] and "iteration 2" in lines[0] and str(ckpt) in lines[0]
+    assert ckpt.read_bytes() == before
+    assert "TimestepsSoFar" not in p.stdout  # the bad iteration was not logged either
+
+
+def test_nan_weights_in_a_checkpoint_are_refused(tmp_path):
+    """A checkpoint whose weights hold NaN or inf (saved by hand, or by another tool) cannot act:
+    refused at start with one line, exit 2, nothing changed."""
+    run = [sys.executable, "-m", "ppo1", "train", *TINY, "--checkpoint_dir", str(tmp_path)]
+    ok = subprocess.run(run + ["--env_steps", "64"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    ckpt = tmp_path / "Pong-ppo-paper" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["model"]["logits.bias"][0] = float("inf")
+    torch.save(state, ckpt)
+    before = {p: p.read_bytes() for p in ckpt.parent.iterdir() if p.is_file()}
+    p = subprocess.run(run + ["--env_steps", "256"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "non-finite" in lines[0]
+    assert {p: p.read_bytes() for p in ckpt.parent.iterdir() if p.is_file()} == before
