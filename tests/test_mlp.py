@@ -126,7 +126,6 @@ def test_presets_are_chosen_by_env():
     assert resolve({"env_name": "CartPole-v1"}).preset == "classic"
     assert resolve({"env_name": "Pendulum-v1"}).model_type == "mlp"
     assert resolve({"env_name": "PongNoFrameskip-v4"}).preset == "ppo-paper"
-    assert parse_env_name("HalfCheetah-v5").kind == "mujoco" if _has_mujoco() else True
     from ppo1.config import PRESETS
 
     m = PRESETS["mujoco"]  # baselines run_mujoco.py / PPO paper Table 3
@@ -144,12 +143,10 @@ def test_presets_are_chosen_by_env():
     )
 
 
-def _has_mujoco() -> bool:
-    try:
-        import mujoco  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def test_mujoco_envs_pick_the_mujoco_preset():
+    pytest.importorskip("mujoco")
+    assert parse_env_name("HalfCheetah-v5").kind == "mujoco"
+    assert resolve({"env_name": "Hopper-v5"}).preset == "mujoco"
 
 
 def test_missing_mujoco_extra_is_named(capsys, tmp_path, monkeypatch):
