@@ -52,6 +52,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, help="wall-clock budget per seed (default: to --env_steps)")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--first_seed", type=int, default=1, help="seeds first_seed .. first_seed + seeds - 1")
     p.add_argument("--target", type=float, help="score the last-100 mean must reach (Pong: 18)")
     p.add_argument("--eval_episodes", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
@@ -67,7 +68,7 @@ def main() -> None:
     preset = resolve(overrides).preset
     frame_skip = FRAME_SKIP if parse_env_name(args.env_name).atari else 1
     results = []
-    for seed in range(1, args.seeds + 1):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         name = f"{args.env_name.replace('/', '_')}-{preset}-seed{seed}"
         run = {**overrides, "seed": seed, "checkpoint_dir": str(args.out), "model_name": name}
         t0 = time.time()
