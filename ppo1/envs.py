@@ -207,9 +207,7 @@ class VecEnv:
         )
         check_spaces(spec, self.observation_space, self.action_space)
         self.observation_shape: tuple[int, ...] = self.observation_space.shape
-        self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
-        # Discrete: the number of actions; Box: the action dimension.
-        self.num_actions: int = int(self.action_space.n) if self.discrete else int(self.action_space.shape[0])
+        self.num_actions, self.discrete = action_dims(self.action_space)
         self._score = np.zeros(num_envs, dtype=np.float64)
         self._length = np.zeros(num_envs, dtype=np.int64)
         self._clipped = np.zeros(num_envs, dtype=np.float64)
@@ -301,11 +299,15 @@ def probe_spaces(spec: EnvSpec) -> tuple[gym.Space, gym.Space]:
 def env_dims(spec: EnvSpec, frame_stack: bool) -> tuple[tuple[int, ...], int, bool]:
     """What the policy sees: observation shape, number of actions (Box: action dimension), discrete."""
     observation_space, action_space = probe_spaces(spec)
-    if spec.atari:
-        return (4 if frame_stack else 1, 84, 84), int(action_space.n), True
-    discrete = isinstance(action_space, gym.spaces.Discrete)
-    n = int(action_space.n) if discrete else int(action_space.shape[0])
-    return observation_space.shape, n, discrete
+    shape = (4 if frame_stack else 1, 84, 84) if spec.atari else observation_space.shape
+    return (shape, *action_dims(action_space))
+
+
+def action_dims(action_space: gym.Space) -> tuple[int, bool]:
+    """(number of actions, True) for Discrete; (action dimension, False) for Box."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return int(action_space.n), True
+    return int(action_space.shape[0]), False
 
 
 def check_spaces(spec: EnvSpec, observation_space: gym.Space, action_space: gym.Space) -> None:

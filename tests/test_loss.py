@@ -15,6 +15,7 @@ def ppo_loss(logits, *rest):
     """The loss of a categorical policy with these logits."""
     return ppo_loss_of_dist(Categorical(logits=logits), *rest)
 
+
 CLIP = 0.2
 ENT_COEF = 0.01
 
