@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ppo1.errors import ConfigError, SaveError
+from ppo1.errors import ConfigError, SaveError, first_line
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -52,7 +52,7 @@ def load(path: Path, hint: str = TRAIN_HINT) -> dict[str, Any]:
         check_crc(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupt file can raise almost anything from inside torch.load
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ConfigError(f"cannot load checkpoint {path} ({first[:160]}); {hint}") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise ConfigError(f"{path} is not a ppo1 checkpoint; {hint}")

@@ -25,6 +25,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from ppo1.config import ConfigError
+from ppo1.errors import first_line
 
 gym.register_envs(ale_py)
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr: errors stay one line
@@ -288,7 +289,7 @@ def probe_spaces(spec: EnvSpec) -> tuple[gym.Space, gym.Space]:
             else:
                 env = gym.make(spec.name)
     except (ImportError, gym.error.Error) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ConfigError(f"cannot make {spec.name} here: {first}") from None
     try:
         return env.observation_space, env.action_space

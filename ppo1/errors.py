@@ -11,3 +11,9 @@ class RankFailure(RuntimeError):
 
 class SaveError(OSError):
     """A checkpoint could not be written (disk full, read-only folder); the previous one is intact."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line (its type name if it has none), for one-line errors."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

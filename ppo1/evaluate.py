@@ -28,6 +28,7 @@ from ppo1.envs import (
     env_dims,
     parse_env_name,
 )
+from ppo1.errors import first_line
 from ppo1.policies import CnnPolicy, MlpPolicy, make_policy, pick_device, sample
 
 Policy = CnnPolicy | MlpPolicy
@@ -314,7 +315,7 @@ def load_agent(
         try:
             policy.load_state_dict(state["model"])
         except (RuntimeError, KeyError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ConfigError(f"checkpoint {path} does not fit its own config ({first[:160]})") from None
         step = int(state.get("counters", {}).get("timesteps", 0))
     else:

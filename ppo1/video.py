@@ -18,6 +18,7 @@ import numpy as np
 
 from ppo1.config import Config, ConfigError
 from ppo1.envs import FRAME_SKIP, EnvSpec, make_gym_env, parse_env_name
+from ppo1.errors import first_line
 from ppo1.evaluate import (
     EVAL_SEED,
     ActionPicker,
@@ -114,7 +115,7 @@ def render_env(spec: EnvSpec, render_mode: str, frame_stack: bool = True, protoc
             env.close()
         if spec.atari:
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ConfigError(f"cannot render {spec.name} here: {first}") from None
     return env
 
