@@ -8,8 +8,9 @@ For each seed: `ppo1 train` with the given flags for at most --minutes of wall c
 trained under (PongNoFrameskip-v4: paper; MuJoCo: the env's own episodes).
 Writes into --out: the run folders, results.json (per seed: mean real score of the last 100
 training games, evaluation mean and std, agent steps, frames, wall time, steps/s, and the first
-agent step and wall time at which the last-100 mean reached --target) and curve.png from
-`ppo1 plot`. Cost: --minutes x --seeds of machine time, plus evaluation (a few minutes).
+agent step and wall time at which the last-100 mean reached --target; seeds already in
+results.json from a run with the same settings are kept, so seeds can be run one at a time) and
+curve.png from `ppo1 plot` over every run folder in --out. Cost: --minutes x --seeds of machine time, plus evaluation (a few minutes).
 """
 
 from __future__ import annotations
@@ -107,7 +108,15 @@ def main() -> None:
     subprocess.run(
         [sys.executable, "-m", "ppo1", "plot", *runs, "-o", str(args.out / "curve.png")], check=True
     )
-    summary = {"env_name": args.env_name, "minutes": args.minutes, "settings": overrides, "seeds": results}
+    kept = []  # seeds run earlier into the same folder with the same settings stay in results.json
+    old = args.out / "results.json"
+    if old.exists():
+        prev = json.loads(old.read_text())
+        if (prev["env_name"], prev["minutes"], prev["settings"]) == (args.env_name, args.minutes, overrides):
+            ran = {r["seed"] for r in results}
+            kept = [r for r in prev["seeds"] if r["seed"] not in ran]
+    seeds = sorted(kept + results, key=lambda r: r["seed"])
+    summary = {"env_name": args.env_name, "minutes": args.minutes, "settings": overrides, "seeds": seeds}
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     for r in results:
         hit = f"reached {args.target} at step {r['target_step']}" if r["target_step"] else "not reached"
