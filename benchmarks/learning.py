@@ -10,7 +10,8 @@ Writes into --out: the run folders, results.json (per seed: mean real score of t
 training games, evaluation mean and std, agent steps, frames, wall time, steps/s, and the first
 agent step and wall time at which the last-100 mean reached --target; seeds already in
 results.json from a run with the same settings are kept, so seeds can be run one at a time) and
-curve.png from `ppo1 plot` over every run folder in --out. Cost: --minutes x --seeds of machine time, plus evaluation (a few minutes).
+curve.png from `ppo1 plot` over every run folder in --out.
+Cost: --minutes x --seeds of machine time, plus evaluation (a few minutes).
 """
 
 from __future__ import annotations
