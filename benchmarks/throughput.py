@@ -7,6 +7,10 @@ samples/s at batch num_envs, training samples/s at the configured minibatch (for
 Adam step), the serial bound 1 / (1/env + 1/inference + epochs/training), the real training
 loop's steps/s over whole iterations after one warm-up iteration with its time split, and the
 peak resident memory.
+
+The three phases are measured alone in child processes under both OpenMP wait policies (idle
+threads spinning, OpenMP's usual default, and sleeping, ppo1's default) and the bound takes the
+faster of the two for each phase; the loop runs as `ppo1 train` does.
 """
 
 from __future__ import annotations
@@ -14,19 +18,24 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# First, as in `ppo1 train`: importing ppo1.cli sets the OpenMP wait policy before torch loads.
 from ppo1.cli import add_config_flags  # noqa: E402
+
+# isort: split
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
 from ppo1.config import resolve  # noqa: E402
 from ppo1.envs import VecEnv, default_threads, parse_env_name  # noqa: E402
 from ppo1.learner import ppo_loss  # noqa: E402
@@ -102,22 +111,50 @@ def measure_loop(overrides: dict, seconds: float) -> dict:
     return {"train_sps": steps / wall, "iterations": len(rows), "phase_seconds": split}
 
 
+def measure_phases(cfg, seconds: float) -> dict:
+    torch.set_num_threads(cfg.torch_threads or default_threads())
+    in_channels = 4 if cfg.frame_stacking else 1
+    num_actions = VecEnv(parse_env_name(cfg.env_name), 1, seed=0).num_actions
+    env_sps = measure_env(cfg, seconds)
+    inference_sps, update_sps = measure_network(cfg, seconds, num_actions, in_channels)
+    return {"env_sps": env_sps, "inference_sps": inference_sps, "update_sps": update_sps}
+
+
+def phases_by_policy(argv: list[str]) -> dict[str, dict]:
+    """Each phase measured alone in a child process under each OpenMP wait policy."""
+    out = {}
+    for policy in ("ACTIVE", "PASSIVE"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "phases.json"
+            subprocess.run(
+                [sys.executable, __file__, *argv, "--phases_json", str(path)],
+                check=True,
+                env={**os.environ, "OMP_WAIT_POLICY": policy},
+            )
+            out[policy] = json.loads(path.read_text())
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--phases_json", type=Path, help=argparse.SUPPRESS)  # the child processes
     add_config_flags(parser)
     args = parser.parse_args()
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("seconds", "json")}
+    own = ("seconds", "json", "phases_json")
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in own}
     cfg = resolve(overrides)
+    if args.phases_json:
+        args.phases_json.write_text(json.dumps(measure_phases(cfg, args.seconds)))
+        return
     torch.set_num_threads(cfg.torch_threads or default_threads())
-    in_channels = 4 if cfg.frame_stacking else 1
-    num_actions = VecEnv(parse_env_name(cfg.env_name), 1, seed=0).num_actions
-
-    env_sps = measure_env(cfg, args.seconds)
-    inference_sps, update_sps = measure_network(cfg, args.seconds, num_actions, in_channels)
+    by_policy = phases_by_policy(sys.argv[1:])
+    env_sps, inference_sps, update_sps = (
+        max(p[k] for p in by_policy.values()) for k in ("env_sps", "inference_sps", "update_sps")
+    )
     bound = 1.0 / (1.0 / env_sps + 1.0 / inference_sps + cfg.optim_epochs / update_sps)
     loop = measure_loop(overrides, max(3 * args.seconds, 20.0))
     result = {
@@ -125,6 +162,8 @@ def main() -> None:
         "inference_sps": inference_sps,
         "update_sps": update_sps,
         "serial_bound_sps": bound,
+        "phases_by_omp_wait_policy": by_policy,
+        "omp_wait_policy_of_loop": os.environ.get("OMP_WAIT_POLICY"),
         "train_sps": loop["train_sps"],
         "train_vs_bound": loop["train_sps"] / bound,
         "phase_seconds": loop["phase_seconds"],

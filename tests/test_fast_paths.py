@@ -1,7 +1,13 @@
-"""The speed-ups change nothing beyond float rounding: overlapped env groups vs the serial loop."""
+"""The speed-ups change nothing beyond float rounding: overlapped env groups vs the serial loop;
+and the OpenMP wait policy is set where it takes effect."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import pytest
 import torch
 
 from ppo1.train import start
@@ -63,3 +69,15 @@ def test_channels_last_network_computes_the_plain_losses():
     torch.testing.assert_close(loss_fast, loss_plain, rtol=1e-5, atol=1e-6)
     for a, b in zip(grads_fast, grads_plain):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("user_value", [None, "ACTIVE"])
+def test_openmp_threads_sleep_by_default_before_torch_loads(user_value):
+    """ppo1.cli sets OMP_WAIT_POLICY=PASSIVE (README, Throughput) before anything imports torch,
+    since libgomp reads it only then; a value the user set is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if user_value:
+        env["OMP_WAIT_POLICY"] = user_value
+    code = "import os, sys, ppo1.cli; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [user_value or "PASSIVE", "False"]
