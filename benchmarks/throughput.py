@@ -150,7 +150,6 @@ def main() -> None:
     if args.phases_json:
         args.phases_json.write_text(json.dumps(measure_phases(cfg, args.seconds)))
         return
-    torch.set_num_threads(cfg.torch_threads or default_threads())
     by_policy = phases_by_policy(sys.argv[1:])
     env_sps, inference_sps, update_sps = (
         max(p[k] for p in by_policy.values()) for k in ("env_sps", "inference_sps", "update_sps")
