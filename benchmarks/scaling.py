@@ -75,7 +75,7 @@ def _split_worker(rank: int, port: int, model: str, mb: int, steps: int, out) ->
     obs = torch.randint(0, 256, (mb, 4, 84, 84), dtype=torch.uint8, generator=g)
     actions, adv = torch.randint(0, 6, (mb,), generator=g), torch.randn(mb, generator=g)
     zeros = torch.zeros(mb)
-    wait = comm = 0.0
+    wait = 0.0
     for i in range(steps + 3):
         if i == 3:  # after warm-up
             wait, d.comm_seconds, t_start = 0.0, 0.0, time.perf_counter()
@@ -89,9 +89,8 @@ def _split_worker(rank: int, port: int, model: str, mb: int, steps: int, out) ->
         d.reduce_grads(params)
         optimizer.step()
     total = time.perf_counter() - t_start
-    comm = d.comm_seconds
     if rank == 0:
-        out.put({"wait_share": wait / total, "transfer_share": comm / total})
+        out.put({"wait_share": wait / total, "transfer_share": d.comm_seconds / total})
     dist.destroy_process_group()
 
 
