@@ -18,7 +18,7 @@ class Config:
     env_name: str = "PongNoFrameskip-v4"
     """Atari game (PongNoFrameskip-v4, ALE/Pong-v5: sticky actions, Pong) or a gymnasium id (CartPole-v1)."""
     preset: str = "ppo-paper"
-    """Named defaults: ppo-paper, baselines-ppo1, mujoco, classic (default: by env; Atari: ppo-paper)."""
+    """Named defaults: ppo-paper, wallclock, baselines-ppo1, mujoco, classic (default by env)."""
     env_steps: int = 10_000_000
     """Total agent steps over all envs and ranks (1 agent step = 4 frames); schedules anneal over it."""
     num_envs: int = 8
@@ -132,6 +132,10 @@ PRESETS: dict[str, dict] = {
         model_type="large",
         frame_stacking=False,
     ),
+    # Ours, for the wall clock of a small CPU machine (benchmarks/learning.py): ppo-paper with
+    # minibatches of 4 x 8 = 32 samples, as chainerrl's first PPO Atari example (chainer/chainerrl
+    # PR 126, 2017), so 96 instead of 12 gradient steps per iteration. Tuned on Pong only.
+    "wallclock": dict(optim_batchsize=4),
     # baselines/ppo1/run_mujoco.py = PPO paper Table 3: horizon 2048, clip 0.2, no entropy bonus,
     # 10 epochs, lr 3e-4, minibatch 64, gamma 0.99, lambda 0.95, linear schedule, 1M steps, 1 env.
     "mujoco": dict(

@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from ppo1.config import resolve
 from ppo1.train import start
 
 GAME = "BreakoutNoFrameskip-v4"  # random play ends Breakout games in ~100-400 steps: monitor rows
@@ -55,6 +56,20 @@ def test_same_seed_same_result(tmp_path, cli):
     # Another seed: other parameters.
     differing = [k for k in a["model"] if not torch.equal(a["model"][k], c["model"][k])]
     assert len(differing) > len(a["model"]) // 2
+
+
+def test_wallclock_preset_takes_eight_times_the_gradient_steps(tmp_path):
+    """One iteration of 8 envs x 128 steps, 3 epochs: ppo-paper's minibatches of 256 make 12 Adam
+    steps, the wallclock preset's minibatches of 32 make 96; the rest of the settings are the same."""
+    paper, fast = resolve({"preset": "ppo-paper"}).to_dict(), resolve({"preset": "wallclock"}).to_dict()
+    assert {k for k in paper if paper[k] != fast[k]} == {"preset", "optim_batchsize"}
+    for preset, steps in (("ppo-paper", 12), ("wallclock", 96)):
+        run = overrides(tmp_path / preset, preset=preset, num_envs=8, timesteps_per_actorbatch=128)
+        run["env_steps"] = 1024
+        del run["optim_batchsize"]  # the preset's
+        start(run)
+        state = load(tmp_path / preset / "run")["optimizer"]["state"]
+        assert len(state) > 0 and {int(s["step"]) for s in state.values()} == {steps}
 
 
 def test_finished_run_does_nothing_more(tmp_path, cli, capsys):
