@@ -92,7 +92,6 @@ def _collectives_worker(rank: int, port: int, out: str) -> None:
     except distributed.RankFailure as e:
         results["diverged"] = str(e)
     torch.save(results, f"{out}.{rank}")
-    distributed.shutdown()  # as training ends: no live gloo group at interpreter exit
     distributed.shutdown()
 
 
@@ -149,7 +148,6 @@ def _update_worker(rank: int, world: int, port: int, seg_path: str, out: str) ->
     )
     if rank == 0:
         torch.save(policy.state_dict(), out)
-    distributed.shutdown()
     distributed.shutdown()
 
 
