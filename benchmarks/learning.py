@@ -50,11 +50,35 @@ def reached(games: list[tuple[float, int, float]], target: float) -> tuple[int |
     return None, None
 
 
+def last100_at(games: list[tuple[float, int, float]], step: int) -> float | None:
+    """Mean real score of the last 100 games that ended by agent step `step` (None: fewer games or
+    the run did not get that far)."""
+    last, steps = deque(maxlen=100), 0
+    for r, n, _ in games:
+        if steps + n > step:
+            break
+        steps += n
+        last.append(r)
+    if not last or sum(n for _, n, _ in games) < step:
+        return None
+    return sum(last) / len(last)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, help="wall-clock budget per seed (default: to --env_steps)")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--first_seed", type=int, default=1, help="seeds first_seed .. first_seed + seeds - 1")
+    p.add_argument(
+        "--max_steps",
+        type=float,
+        help="stop each seed at this many agent steps (schedules still anneal over --env_steps)",
+    )
+    p.add_argument(
+        "--at",
+        default="",
+        help="comma-separated agent steps at which to report the last-100 mean, e.g. 2e5,3.5e5,5e5",
+    )
     p.add_argument("--target", type=float, help="score the last-100 mean must reach (Pong: 18)")
     p.add_argument("--eval_episodes", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
@@ -74,7 +98,12 @@ def main() -> None:
         name = f"{args.env_name.replace('/', '_')}-{preset}-seed{seed}"
         run = {**overrides, "seed": seed, "checkpoint_dir": str(args.out), "model_name": name}
         t0 = time.time()
-        counters = start(run, fresh=True, max_seconds=args.minutes * 60 if args.minutes else None)
+        counters = start(
+            run,
+            fresh=True,
+            max_seconds=args.minutes * 60 if args.minutes else None,
+            max_steps=int(args.max_steps) if args.max_steps else None,
+        )
         wall = time.time() - t0
         games = read_monitor(args.out / name / "monitor.csv")
         eval_json = args.out / f"{name}-eval.json"
@@ -103,6 +132,9 @@ def main() -> None:
                 "target": args.target,
                 "target_step": step_hit,
                 "target_seconds": time_hit,
+                "last100_at": {
+                    str(int(float(a))): last100_at(games, int(float(a))) for a in args.at.split(",") if a
+                },
             }
         )
     runs = [str(args.out / r) for r in sorted(p.name for p in args.out.iterdir() if p.is_dir())]
@@ -113,11 +145,17 @@ def main() -> None:
     old = args.out / "results.json"
     if old.exists():
         prev = json.loads(old.read_text())
-        if (prev["env_name"], prev["minutes"], prev["settings"]) == (args.env_name, args.minutes, overrides):
+        if (prev["env_name"], prev["minutes"], prev.get("max_steps"), prev["settings"]) == (
+            args.env_name,
+            args.minutes,
+            args.max_steps,
+            overrides,
+        ):
             ran = {r["seed"] for r in results}
             kept = [r for r in prev["seeds"] if r["seed"] not in ran]
     seeds = sorted(kept + results, key=lambda r: r["seed"])
-    summary = {"env_name": args.env_name, "minutes": args.minutes, "settings": overrides, "seeds": seeds}
+    summary = {"env_name": args.env_name, "minutes": args.minutes, "max_steps": args.max_steps}
+    summary |= {"settings": overrides, "seeds": seeds}
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     for r in results:
         hit = f"reached {args.target} at step {r['target_step']}" if r["target_step"] else "not reached"

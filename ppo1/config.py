@@ -33,6 +33,8 @@ class Config:
     """PPO clip parameter (annealed to 0 with the linear schedule)."""
     ent_coef: float = 0.01
     """Entropy bonus coefficient."""
+    norm_adv: bool = True
+    """Standardize each iteration's advantages to mean 0, std 1 (baselines; off: chainerrl's default)."""
     optim_epochs: int = 3
     """Passes over each iteration's batch."""
     optim_stepsize: float = 2.5e-4

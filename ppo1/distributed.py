@@ -33,6 +33,7 @@ def launcher_env() -> tuple[int, int, int]:
 
 
 HEARTBEAT_SECONDS = 1.0
+_heartbeats: list[tuple[threading.Event, threading.Thread]] = []  # started by init(), stopped by shutdown()
 
 
 @dataclass
@@ -54,17 +55,21 @@ class Dist:
 
     def start_heartbeat(self) -> None:
         """Each rank stamps the rendezvous store every second, so that when a collective fails
-        the survivors can name the rank that stopped stamping."""
+        the survivors can name the rank that stopped stamping. shutdown() stops it first: a thread
+        still inside the store's C++ client when the interpreter exits can abort the process."""
+        stop = threading.Event()
 
         def beat():
-            while True:
+            while not stop.is_set():
                 try:
                     self.store.set(f"ppo1/heartbeat/{self.rank}", repr(time.time()))
                 except Exception:
                     return
-                time.sleep(HEARTBEAT_SECONDS)
+                stop.wait(HEARTBEAT_SECONDS)
 
-        threading.Thread(target=beat, daemon=True, name="ppo1-heartbeat").start()
+        thread = threading.Thread(target=beat, daemon=True, name="ppo1-heartbeat")
+        thread.start()
+        _heartbeats.append((stop, thread))
 
     def describe_failure(self, error: BaseException) -> str:
         """One line naming the rank(s) that went silent, for an error in a collective."""
@@ -97,7 +102,17 @@ class Dist:
         for state in optimizer.state.values():
             tensors += [v for v in state.values() if torch.is_tensor(v)]
         for t in tensors:
-            dist.broadcast(t.data, src=0)
+            if t.device == self.device:
+                dist.broadcast(t.data, src=0)
+                continue
+            # NCCL takes only CUDA tensors, and torch Adam keeps its step counts on the CPU: such
+            # tensors travel through a buffer on the group's device.
+            if self.rank == 0:
+                dist.broadcast(t.data.to(self.device), src=0)
+            else:
+                staged = torch.empty_like(t.data, device=self.device)
+                dist.broadcast(staged, src=0)
+                t.data.copy_(staged)
 
     def reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
         """Average gradients over ranks with ONE all-reduce over a flat buffer."""
@@ -135,13 +150,17 @@ class Dist:
             dist.all_reduce(x)
         return x
 
+    def gather_object(self, obj) -> list:
+        """Every rank's object, in rank order, on every rank."""
+        if not self.active:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def gather(self, values: list[float]) -> list[float]:
         """Every rank's list, concatenated in rank order (episode scores for rank 0's logs)."""
-        if not self.active:
-            return list(values)
-        out: list[list[float] | None] = [None] * self.world_size
-        dist.all_gather_object(out, list(values))
-        return [v for part in out for v in part]
+        return [v for part in self.gather_object(list(values)) for v in part]
 
     def any(self, flag: bool) -> bool:
         """True on every rank if it is true on any rank (a stop request, for instance)."""
@@ -196,6 +215,15 @@ def init(timeout_seconds: float, device: torch.device) -> Dist:
     return d
 
 
+def stop_heartbeat() -> None:
+    while _heartbeats:
+        stop, thread = _heartbeats.pop()
+        stop.set()
+        thread.join(timeout=10 * HEARTBEAT_SECONDS)
+
+
 def shutdown() -> None:
+    """Stop the heartbeat, then leave the process group (a no-op in one process)."""
+    stop_heartbeat()
     if dist.is_initialized():
         dist.destroy_process_group()

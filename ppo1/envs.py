@@ -259,7 +259,9 @@ class VecEnv:
             obs=self._obs(obs),
             rewards=rewards.astype(np.float32),
             dones=dones,
-            truncated=truncated & dones,
+            # gymnasium's TimeLimit can set both flags on the last allowed step: a real terminal
+            # state is never bootstrapped.
+            truncated=truncated & ~terminated,
             final_obs=info.get("final_obs") if game_over.any() else None,
         )
         if step.final_obs is not None and step.final_obs.dtype == object:

@@ -82,6 +82,7 @@ def update(
     optim_epochs: int,
     minibatch_size: int,
     generator: torch.Generator,
+    norm_adv: bool = True,
     moments: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     reduce_grads: Callable[[], None] | None = None,
 ) -> dict[str, float]:
@@ -96,8 +97,9 @@ def update(
     obs = seg.obs.reshape(B, *seg.obs.shape[2:])
     actions, old_log_probs = seg.actions.reshape(B, *seg.actions.shape[2:]), seg.log_probs.reshape(B)
     advantages, returns = seg.advantages.reshape(B), seg.returns.reshape(B)
-    mean, std = moments(advantages) if moments else (advantages.mean(), advantages.std(correction=0))
-    advantages = standardize(advantages, mean, std)
+    if norm_adv:
+        mean, std = moments(advantages) if moments else (advantages.mean(), advantages.std(correction=0))
+        advantages = standardize(advantages, mean, std)
 
     clip = epsilon * lrmult  # pposgd_simple: clip_param = clip_param * lrmult
     for group in optimizer.param_groups:

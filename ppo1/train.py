@@ -58,15 +58,30 @@ def env_seeds(cfg: Config, rank: int, iterations: int) -> np.ndarray:
     return (state >> 2).astype(np.int64)
 
 
+def rng_state(device: torch.device) -> dict:
+    """This process's random generators: torch's CPU one, and the CUDA one that samples actions on a
+    GPU. The emulators' state is not saved."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return dict(torch=torch.get_rng_state(), cuda=cuda)
+
+
+def restore_rng(saved: dict, device: torch.device) -> None:
+    torch.set_rng_state(saved["torch"])
+    if saved.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(saved["cuda"], device)
+
+
 def train(
     cfg: Config,
     resume: dict | None = None,
     d: Dist | None = None,
     device: torch.device | None = None,
     max_seconds: float | None = None,
+    max_steps: int | None = None,
 ) -> dict:
-    """Train until cfg.env_steps agent steps (over all ranks), a stop signal, or max_seconds of
-    wall clock in this session (benchmarks use it). Returns the counters."""
+    """Train until cfg.env_steps agent steps (over all ranks), a stop signal, max_seconds of wall
+    clock in this session or max_steps agent steps (benchmarks use these two: the schedules still
+    anneal over cfg.env_steps). Returns the counters."""
     d = d or Dist()
     device = device or pick_device(cfg.device)
     run_dir: Path = cfg.run_dir
@@ -108,23 +123,31 @@ def train(
         policy.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         generator.set_state(resume["rng"]["generator"])
-        if d.rank == 0:
-            torch.set_rng_state(resume["rng"]["torch"])
+        # Every rank's own generators (checkpoints before per-rank states held rank 0's only); a
+        # rank the checkpoint has no state for (a larger world) keeps its seed.
+        ranks = resume["rng"].get("ranks") or [dict(torch=resume["rng"]["torch"])]
+        if d.rank < len(ranks):
+            restore_rng(ranks[d.rank], device)
     d.broadcast_state(policy, optimizer)  # baselines MpiAdam.sync(): identical start on all ranks
     params = list(policy.parameters())
 
-    def state() -> dict:
-        return dict(
+    def save() -> None:
+        """Every rank hands its generators to rank 0, which writes the checkpoint."""
+        ranks = d.gather_object(rng_state(device))
+        if d.rank != 0:
+            return
+        state = dict(
             model=policy.state_dict(),
             optimizer=optimizer.state_dict(),
             config=cfg.to_dict(),
             counters=dict(counters),
             recent={k: list(v) for k, v in recent.items()},
-            rng=dict(torch=torch.get_rng_state(), generator=generator.get_state()),
+            rng=dict(generator=generator.get_state(), ranks=ranks),
             num_actions=env.num_actions,
             observation_shape=list(env.observation_shape),
             world_size=d.world_size,
         )
+        checkpoint.save(ckpt_path, state)
 
     monitor = MonitorWriter(run_dir / monitor_name(d.rank), cfg.env_name)
     logger = Logger(run_dir, cfg.env_steps, counters["timesteps"]) if d.rank == 0 else None
@@ -136,7 +159,7 @@ def train(
     elapsed_at_start = counters["elapsed"]
     ckpt_path = run_dir / checkpoint.CHECKPOINT
     try:
-        while counters["timesteps"] < cfg.env_steps:
+        while counters["timesteps"] < min(cfg.env_steps, max_steps or cfg.env_steps):
             out_of_time = max_seconds is not None and time.perf_counter() - session_start > max_seconds
             if d.any(stop() or out_of_time):
                 break
@@ -172,6 +195,7 @@ def train(
                 optim_epochs=cfg.optim_epochs,
                 minibatch_size=cfg.minibatch_size,
                 generator=generator,
+                norm_adv=cfg.norm_adv,
                 moments=d.moments,
                 reduce_grads=lambda: d.reduce_grads(params),
             )
@@ -223,10 +247,10 @@ def train(
                         logger.info(f"recorded {path}")
                 logger.dump(row, counters["timesteps"])
                 logger.progress(counters["timesteps"], sps, row["EpRewMean"])
-                if counters["iterations"] % cfg.save_interval == 0:
-                    checkpoint.save(ckpt_path, state())
+            if counters["iterations"] % cfg.save_interval == 0:
+                save()
+        save()
         if logger is not None:
-            checkpoint.save(ckpt_path, state())
             if stop():
                 logger.info(
                     f"{stop.signal_name}: saved {ckpt_path} at step {counters['timesteps']}; "
@@ -324,7 +348,9 @@ def prepare(overrides: dict, fresh: bool, world_size: int) -> tuple[Config, dict
     return cfg, resume
 
 
-def start(overrides: dict, fresh: bool = False, max_seconds: float | None = None) -> dict:
+def start(
+    overrides: dict, fresh: bool = False, max_seconds: float | None = None, max_steps: int | None = None
+) -> dict:
     """Set up (rank 0), share the config and checkpoint with the other ranks, and train."""
     cfg = resolve(overrides)  # every rank checks the flags before joining the group
     device = pick_device(cfg.device)
@@ -343,8 +369,9 @@ def start(overrides: dict, fresh: bool = False, max_seconds: float | None = None
         if error is not None:
             raise ConfigError(error if d.rank == 0 else f"rank 0 refused to start: {error}")
         cfg.run_dir.mkdir(parents=True, exist_ok=True)  # for monitor.<rank>.csv on other machines
-        counters = train(cfg, resume, d, device, max_seconds)
+        counters = train(cfg, resume, d, device, max_seconds, max_steps)
     except RankFailure:
+        distributed.stop_heartbeat()
         raise  # no teardown: destroying a group whose peer is dead can abort the process
     except BaseException:
         distributed.shutdown()

@@ -7,6 +7,7 @@ import contextlib
 import csv
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from ppo1 import checkpoint
 
 # 2 envs x 32 steps = 64 agent steps per rank and iteration; one thread per process (2 cores here).
 FLAGS = [
@@ -219,3 +222,35 @@ def test_resume_with_another_world_size(tmp_path):
     assert rounded_up(600, 512, BATCH) == 640
     assert counters() == (1, 640, 7)
     assert steps(run_dir) == [64, 128, 256, 384, 512, 512 + BATCH, 640]
+
+
+@pytest.mark.slow
+def test_every_rank_resumes_its_own_random_generator(tmp_path):
+    """The checkpoint holds each rank's torch generator, and each rank resumes from its own.
+
+    A 2-rank run stops after 2 iterations; its folder is copied three times. Two copies resume
+    unchanged, one with rank 1's saved generator replaced; each trains one more iteration. The
+    unchanged copies end bit-identical (resume is deterministic), the altered one differs: rank 1's
+    action draws came from the saved state, not from its seed.
+    """
+    first = tmp_path / "first"
+    run(torchrun(2, "--master-port", str(free_port())) + ppo1_train(first, 2 * 2 * BATCH))
+    saved = load(first / "Pong-ppo-paper" / "checkpoint.pt")
+    ranks = saved["rng"]["ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
+    finals = {}
+    for name in ("same", "again", "altered"):
+        shutil.copytree(first, tmp_path / name)
+        if name == "altered":
+            state = {k: v for k, v in saved.items() if k != "format_version"}
+            state["rng"]["ranks"][1]["torch"] = torch.Generator().manual_seed(12345).get_state()
+            checkpoint.save(tmp_path / name / "Pong-ppo-paper" / "checkpoint.pt", state)
+        run(torchrun(2, "--master-port", str(free_port())) + ppo1_train(tmp_path / name, 3 * 2 * BATCH))
+        finals[name] = load(tmp_path / name / "Pong-ppo-paper" / "checkpoint.pt")["model"]
+        assert steps(tmp_path / name / "Pong-ppo-paper") == [128, 256, 384]
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(finals["same"], finals["again"])
+    assert not same(finals["same"], finals["altered"])

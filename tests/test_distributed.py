@@ -108,6 +108,38 @@ def test_collectives_on_two_real_processes(tmp_path):
         assert r["diverged"] is not None and "rank 1" in r["diverged"] and "iteration 7" in r["diverged"]
 
 
+@pytest.mark.parametrize("rank, group, home", [(0, "meta", "cpu"), (1, "cpu", "meta")])
+def test_broadcast_state_hands_the_group_only_tensors_on_its_device(monkeypatch, rank, group, home):
+    """NCCL takes CUDA tensors only, and torch Adam keeps its step counts on the CPU: every tensor
+    broadcast_state hands to the collective must be on the group's device, and what rank 0 sends
+    must come back to where each tensor lives on the other ranks. Stand-ins for CUDA: rank 0 sends
+    from the CPU to a group on the meta device (no data, but a device of its own); rank 1 receives
+    from a CPU group into weights and moments on the meta device."""
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()  # Adam now has exp_avg, exp_avg_sq and a CPU step count per parameter
+    net.to(home)
+    for state in opt.state.values():
+        state["exp_avg"], state["exp_avg_sq"] = state["exp_avg"].to(home), state["exp_avg_sq"].to(home)
+    steps = [state["step"] for state in opt.state.values()]
+    assert all(s.device.type == "cpu" for s in steps)
+    handed = []
+
+    def broadcast(t, src):
+        handed.append(t.device)
+        if rank != 0:
+            t.fill_(7.0)  # rank 0's values arrive
+
+    monkeypatch.setattr(distributed.dist, "broadcast", broadcast)
+    monkeypatch.setattr(distributed.Dist, "device", property(lambda self: torch.device(group)))
+    distributed.Dist(rank=rank, world_size=2).broadcast_state(net, opt)
+    assert len(handed) == 2 + 3 * 2  # weight and bias, then each one's two moments and step count
+    assert set(handed) == {torch.device(group)}
+    assert [float(s) for s in steps] == ([1.0, 1.0] if rank == 0 else [7.0, 7.0])
+    assert net.weight.device.type == home
+
+
 def _update_worker(rank: int, world: int, port: int, seg_path: str, out: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))

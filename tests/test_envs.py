@@ -1,10 +1,15 @@
 """Atari environments on real ale-py emulators: names, frame accounting, backends, training semantics."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
+from ppo1 import envs
 from ppo1.config import ConfigError
 from ppo1.envs import VecEnv, make_gym_env, parse_env_name
+from ppo1.policies import make_policy
+from ppo1.rollout import Rollout
 
 # ---------------------------------------------------------------------------------------------
 # (a) environment names
@@ -268,3 +273,57 @@ def test_observation_shape_and_dtype(backend, frame_stack, channels):
             assert np.array_equal(s.obs[:, -2], obs[:, -1])
     finally:
         env.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# (g) time limits: a real terminal state on the last allowed step is not bootstrapped
+
+
+class EndsAt(gym.Env):
+    """Observation [t, 1]; reward 1 per step; terminates after `end` steps (never, if None)."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, end=None, render_mode=None):
+        self.end, self.t = end, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0, 1.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t, 1.0], np.float32), 1.0, self.t == self.end, False, {}
+
+
+LIMIT = 3
+gym.register(
+    "ppo1test/TerminatesAtLimit-v0", entry_point=EndsAt, kwargs={"end": LIMIT}, max_episode_steps=LIMIT
+)
+gym.register("ppo1test/OutlivesLimit-v0", entry_point=EndsAt, max_episode_steps=LIMIT)
+
+
+@pytest.mark.parametrize("name, terminal", [("TerminatesAtLimit", True), ("OutlivesLimit", False)])
+def test_terminating_on_the_last_allowed_step_is_not_a_truncation(name, terminal):
+    envs._gym_ids.cache_clear()  # the test envs were registered after the first lookup
+    env = VecEnv(parse_env_name(f"ppo1test/{name}-v0"), 2, seed=0)
+    policy = make_policy("mlp", env.observation_shape, env.num_actions, env.discrete)
+    with torch.no_grad():  # V(final obs) = 5 everywhere, so a bootstrap would show in the reward
+        policy.vf[-1].weight.zero_()
+        policy.vf[-1].bias.fill_(5.0)
+    try:
+        env.reset()
+        raw = [env.step(np.zeros(2, dtype=np.int64)) for _ in range(LIMIT - 1)]
+        last = env.step(np.zeros(2, dtype=np.int64))
+        assert not any(s.dones.any() for s in raw)
+        assert last.dones.all()
+        assert last.truncated.tolist() == [not terminal] * 2
+        seg = Rollout(env, policy, LIMIT, gamma=0.9, device=torch.device("cpu")).collect()
+    finally:
+        env.close()
+    assert seg.dones[LIMIT - 1].tolist() == [1.0, 1.0]
+    want = 1.0 if terminal else 1.0 + 0.9 * 5.0  # bootstrapped only where the time limit cut it
+    assert seg.rewards[LIMIT - 1].tolist() == pytest.approx([want, want])
+    assert seg.rewards[: LIMIT - 1].flatten().tolist() == [1.0] * (2 * (LIMIT - 1))
