@@ -6,6 +6,7 @@ One process (no launcher) is the world of size 1 and every collective is a no-op
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import hashlib
 import os
@@ -55,8 +56,12 @@ class Dist:
 
     def start_heartbeat(self) -> None:
         """Each rank stamps the rendezvous store every second, so that when a collective fails
-        the survivors can name the rank that stopped stamping. shutdown() stops it first: a thread
-        still inside the store's C++ client when the interpreter exits can abort the process."""
+        the survivors can name the rank that stopped stamping.
+
+        It must stop before the interpreter finalizes: a daemon thread that comes back from the
+        store's C++ call then is ended by CPython inside C++ frames, which aborts the process
+        ("terminate called without an active exception", SIGABRT). shutdown(), abandon() and an
+        atexit hook stop and join it."""
         stop = threading.Event()
 
         def beat():
@@ -212,7 +217,11 @@ def init(timeout_seconds: float, device: torch.device) -> Dist:
         dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     d = Dist(rank, world_size, local_rank, store=dist.distributed_c10d._get_default_store())
     d.start_heartbeat()
+    atexit.register(shutdown)  # also where a process exits without calling it
     return d
+
+
+_abandoned = False  # a peer is gone: the group is left as it is
 
 
 def stop_heartbeat() -> None:
@@ -222,8 +231,17 @@ def stop_heartbeat() -> None:
         thread.join(timeout=10 * HEARTBEAT_SECONDS)
 
 
-def shutdown() -> None:
-    """Stop the heartbeat, then leave the process group (a no-op in one process)."""
+def abandon() -> None:
+    """After a lost rank: stop the heartbeat but never destroy the group, which can abort the
+    process when a peer is dead."""
+    global _abandoned
+    _abandoned = True
     stop_heartbeat()
-    if dist.is_initialized():
+
+
+def shutdown() -> None:
+    """Stop the heartbeat, then leave the process group (a no-op in one process). Also run at exit:
+    a gloo group still alive when the interpreter finalizes can abort the process too."""
+    stop_heartbeat()
+    if dist.is_initialized() and not _abandoned:
         dist.destroy_process_group()

@@ -371,8 +371,8 @@ def start(
         cfg.run_dir.mkdir(parents=True, exist_ok=True)  # for monitor.<rank>.csv on other machines
         counters = train(cfg, resume, d, device, max_seconds, max_steps)
     except RankFailure:
-        distributed.stop_heartbeat()
-        raise  # no teardown: destroying a group whose peer is dead can abort the process
+        distributed.abandon()
+        raise
     except BaseException:
         distributed.shutdown()
         raise
