@@ -45,6 +45,8 @@ class Config:
     """linear: anneal learning rate and clip parameter to 0 over env_steps; constant: keep them."""
     model_type: str = "small"
     """Atari: small (the A3C network of the PPO paper) or large (Nature DQN); other envs: mlp."""
+    pi_gain: float = 0.01
+    """Atari: norm of each policy-head unit's initial weights (baselines cnn_policy normc: 0.01)."""
     hid_size: int = 64
     """mlp: units per hidden layer (baselines run_mujoco: 64)."""
     num_hid_layers: int = 2
@@ -259,6 +261,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"--lam must be in [0, 1], got {cfg.lam}")
     if not 0.0 < cfg.epsilon < 1.0:
         raise ConfigError(f"--epsilon must be in (0, 1), got {cfg.epsilon}")
+    if not 0.0 < cfg.pi_gain <= 10.0:
+        raise ConfigError(f"--pi_gain must be in (0, 10], got {cfg.pi_gain}")
     if not 0.0 <= cfg.ent_coef < 1.0:
         raise ConfigError(f"--ent_coef must be in [0, 1), got {cfg.ent_coef}")
     if not 0.0 < cfg.optim_stepsize < 1.0:

@@ -55,13 +55,14 @@ def _dense(n_in: int, n_out: int, gain: float) -> nn.Linear:
 
 
 class CnnPolicy(nn.Module):
-    """Shared conv torso, categorical policy head (normc 0.01) and value head (normc 1.0).
+    """Shared conv torso, categorical policy head (normc pi_gain, baselines 0.01) and value head
+    (normc 1.0).
 
     small: the A3C network (Mnih et al. 2016) that the PPO paper uses for Atari;
     large: the Nature DQN network (Mnih et al. 2015). Input: uint8 frames (B, stack, 84, 84).
     """
 
-    def __init__(self, in_channels: int, num_actions: int, kind: str = "small"):
+    def __init__(self, in_channels: int, num_actions: int, kind: str = "small", pi_gain: float = 0.01):
         super().__init__()
         if kind == "small":
             convs = [nn.Conv2d(in_channels, 16, 8, 4), nn.Conv2d(16, 32, 4, 2)]
@@ -77,7 +78,7 @@ class CnnPolicy(nn.Module):
             glorot_conv_(conv)
             layers += [conv, nn.ReLU()]
         self.torso = nn.Sequential(*layers, nn.Flatten(), _dense(flat, hidden, 1.0), nn.ReLU())
-        self.logits = _dense(hidden, num_actions, 0.01)
+        self.logits = _dense(hidden, num_actions, pi_gain)
         self.value = _dense(hidden, 1, 1.0)
         self.num_actions, self.in_channels = num_actions, in_channels
         # NHWC convolutions are 1.5-3x faster on CPU (benchmarks/throughput.py); same math.
@@ -198,11 +199,12 @@ def make_policy(
     discrete: bool,
     hid_size: int = 64,
     num_hid_layers: int = 2,
+    pi_gain: float = 0.01,
 ) -> CnnPolicy | MlpPolicy:
     """CnnPolicy (small/large) for Atari frames, MlpPolicy (mlp) for flat observations."""
     if model_type == "mlp":
         return MlpPolicy(observation_shape[0], num_actions, not discrete, hid_size, num_hid_layers)
-    return CnnPolicy(observation_shape[0], num_actions, model_type)
+    return CnnPolicy(observation_shape[0], num_actions, model_type, pi_gain)
 
 
 def sample(pd: Distribution, generator: torch.Generator) -> torch.Tensor:

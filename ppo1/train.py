@@ -110,7 +110,13 @@ def train(
     ]
     env = envs[0]
     policy = make_policy(
-        cfg.model_type, env.observation_shape, env.num_actions, env.discrete, cfg.hid_size, cfg.num_hid_layers
+        cfg.model_type,
+        env.observation_shape,
+        env.num_actions,
+        env.discrete,
+        cfg.hid_size,
+        cfg.num_hid_layers,
+        cfg.pi_gain,
     ).to(device)
     # The seed's deviation: torch Adam with eps 1e-5 instead of baselines' MpiAdam (eps 1e-8).
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)

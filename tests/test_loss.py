@@ -141,3 +141,41 @@ def test_explained_variance():
     # Worse than the mean: negative. Residual 2 * target: variance 4 * 1.25 = 5 -> 1 - 5 / 1.25 = -3.
     assert explained_variance(-target, target) == pytest.approx(-3.0)
     assert math.isnan(explained_variance(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 3.0])))
+
+
+@pytest.mark.parametrize("norm_adv", [True, False])
+def test_norm_adv_off_keeps_the_raw_advantages(norm_adv):
+    """One epoch, one minibatch of the whole batch, a policy equal to the one that collected it
+    (ratio 1): the logged surrogate is -mean(A) of the advantages the update used, ~0 standardized,
+    -5 raw."""
+    from ppo1.learner import update
+    from ppo1.policies import CnnPolicy
+    from ppo1.rollout import Segment
+
+    torch.manual_seed(0)
+    T, N = 4, 2
+    policy = CnnPolicy(4, 6, "small")
+    obs = torch.randint(0, 256, (T, N, 4, 84, 84), dtype=torch.uint8)
+    actions = torch.randint(0, 6, (T, N))
+    with torch.no_grad():
+        pd, values = policy.dist(obs.reshape(T * N, 4, 84, 84))
+        log_probs = pd.log_prob(actions.reshape(-1)).reshape(T, N)
+    advantages = 5.0 + 3.0 * torch.randn(T, N)
+    advantages -= advantages.mean() - 5.0  # mean exactly 5
+    zeros = torch.zeros(T, N)
+    seg = Segment(obs, actions, log_probs, values.reshape(T, N), zeros, zeros, torch.zeros(N))
+    seg.advantages, seg.returns = advantages, advantages + seg.values
+    stats = update(
+        policy,
+        torch.optim.Adam(policy.parameters(), lr=1e-4),
+        seg,
+        lrmult=1.0,
+        optim_stepsize=1e-4,
+        epsilon=0.1,
+        ent_coef=0.0,
+        optim_epochs=1,
+        minibatch_size=T * N,
+        generator=torch.Generator().manual_seed(0),
+        norm_adv=norm_adv,
+    )
+    assert stats["pol_surr"] == pytest.approx(0.0 if norm_adv else -5.0, abs=1e-5)

@@ -116,3 +116,15 @@ def test_act_draws_exactly_what_categorical_draws():
         expected = dist.sample()
     assert torch.equal(actions, expected)
     torch.testing.assert_close(log_probs, dist.log_prob(expected))
+
+
+def test_pi_gain_scales_only_the_policy_head():
+    torch.manual_seed(1)
+    default = CnnPolicy(4, 6, "small")
+    torch.manual_seed(1)
+    wide = CnnPolicy(4, 6, "small", pi_gain=1.0)
+    torch.testing.assert_close(wide.logits.weight.norm(dim=1), torch.ones(6))
+    torch.testing.assert_close(wide.logits.weight, 100.0 * default.logits.weight)  # same draw, rescaled
+    for (name, a), b in zip(default.named_parameters(), wide.parameters()):
+        if not name.startswith("logits"):
+            assert torch.equal(a, b), name
