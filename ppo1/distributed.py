@@ -20,17 +20,30 @@ import torch.distributed as dist
 from ppo1.config import RankFailure
 
 
-def launcher_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's or Open MPI's environment, else (0, 1, 0)."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    if "OMPI_COMM_WORLD_RANK" in os.environ:  # mpirun (Open MPI); mpi4py is not needed
+def launcher_env() -> tuple[int, int, int, int]:
+    """(rank, world size, local rank, ranks on this machine) from torchrun's or Open MPI's
+    environment, else (0, 1, 0, 1)."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:  # torchrun
+        world = int(env["WORLD_SIZE"])
+        return int(env["RANK"]), world, int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", world))
+    if "OMPI_COMM_WORLD_RANK" in env:  # mpirun (Open MPI); mpi4py is not needed
+        world = int(env["OMPI_COMM_WORLD_SIZE"])
         return (
-            int(os.environ["OMPI_COMM_WORLD_RANK"]),
-            int(os.environ["OMPI_COMM_WORLD_SIZE"]),
-            int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", 0)),
+            int(env["OMPI_COMM_WORLD_RANK"]),
+            world,
+            int(env.get("OMPI_COMM_WORLD_LOCAL_RANK", 0)),
+            int(env.get("OMPI_COMM_WORLD_LOCAL_SIZE", world)),
         )
-    return 0, 1, 0
+    return 0, 1, 0, 1
+
+
+def backend_for(device: torch.device, local_world_size: int) -> str:
+    """NCCL where each rank on this machine has a GPU of its own; gloo otherwise (on the CPU, or
+    where ranks share a GPU, which NCCL refuses: "Duplicate GPU detected")."""
+    if device.type == "cuda" and local_world_size <= torch.cuda.device_count():
+        return "nccl"
+    return "gloo"
 
 
 HEARTBEAT_SECONDS = 1.0
@@ -51,8 +64,12 @@ class Dist:
 
     @property
     def device(self) -> torch.device:
-        """Where small collective tensors live: NCCL needs them on the GPU."""
-        return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+        """Where every tensor handed to a collective lives: NCCL takes only GPU tensors, gloo CPU ones."""
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if dist.get_backend() == "nccl"
+            else torch.device("cpu")
+        )
 
     def start_heartbeat(self) -> None:
         """Each rank stamps the rendezvous store every second, so that when a collective fails
@@ -125,7 +142,7 @@ class Dist:
             return
         t0 = time.perf_counter()
         grads = [p.grad for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        flat = torch.cat([g.reshape(-1) for g in grads]).to(self.device)
         dist.all_reduce(flat)
         flat /= self.world_size
         offset = 0
@@ -142,7 +159,7 @@ class Dist:
         x = x.double()
         s = torch.stack(
             [x.sum(), (x * x).sum(), torch.tensor(float(x.numel()), device=x.device, dtype=x.dtype)]
-        )
+        ).to(self.device)
         dist.all_reduce(s)
         mean = s[0] / s[2]
         var = (s[1] / s[2] - mean * mean).clamp_min(0.0)  # population variance, as numpy's std()
@@ -151,8 +168,9 @@ class Dist:
     def sum(self, x: torch.Tensor) -> torch.Tensor:
         """x summed over all ranks (x itself in one process)."""
         if self.active:
-            x = x.clone()
-            dist.all_reduce(x)
+            total = x.to(self.device, copy=True)
+            dist.all_reduce(total)
+            x = total.to(x.device)
         return x
 
     def gather_object(self, obj) -> list:
@@ -205,12 +223,12 @@ def attempt_store(world_size: int, timeout: datetime.timedelta) -> dist.Store | 
 
 def init(timeout_seconds: float, device: torch.device) -> Dist:
     """Join the process group the launcher set up; a single process needs no group."""
-    rank, world_size, local_rank = launcher_env()
+    rank, world_size, local_rank, local_world_size = launcher_env()
     if world_size == 1:
         return Dist()
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    backend = backend_for(device, local_world_size)
     timeout = datetime.timedelta(seconds=timeout_seconds)
     if not dist.is_initialized():
         store = attempt_store(world_size, timeout)

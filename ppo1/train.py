@@ -362,7 +362,7 @@ def start(
     device = pick_device(cfg.device)
     d = distributed.init(cfg.dist_timeout, device)
     if device.type == "cuda" and d.active:
-        device = torch.device("cuda", d.local_rank)
+        device = torch.device("cuda", d.local_rank % torch.cuda.device_count())  # ranks may share a GPU
         torch.cuda.set_device(device)
     try:
         error, resume = None, None

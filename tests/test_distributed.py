@@ -159,6 +159,33 @@ def test_ranks_exit_cleanly_while_the_heartbeat_stamps(leave):
         mp.spawn(_exit_worker, args=(free_port(), leave), nprocs=2, join=True)
 
 
+@pytest.mark.parametrize(
+    "device, local_ranks, gpus, backend",
+    [("cpu", 2, 0, "gloo"), ("cuda", 2, 2, "nccl"), ("cuda", 8, 8, "nccl"), ("cuda", 2, 1, "gloo")],
+)
+def test_ranks_sharing_a_gpu_use_gloo(monkeypatch, device, local_ranks, gpus, backend):
+    """NCCL refuses two ranks on one GPU ("Duplicate GPU detected"): then the ranks talk over gloo."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert distributed.backend_for(torch.device(device), local_ranks) == backend
+
+
+def test_launcher_env_reads_the_ranks_on_this_machine(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert distributed.launcher_env() == (0, 1, 0, 1)
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun --nnodes 2 --nproc-per-node 4
+    assert distributed.launcher_env() == (5, 8, 1, 4)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(k)
+    env = dict(RANK="3", SIZE="4", LOCAL_RANK="1", LOCAL_SIZE="2")
+    for k, v in env.items():
+        monkeypatch.setenv(f"OMPI_COMM_WORLD_{k}", v)
+    assert distributed.launcher_env() == (3, 4, 1, 2)
+
+
 def _update_worker(rank: int, world: int, port: int, seg_path: str, out: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
