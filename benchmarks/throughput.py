@@ -39,17 +39,22 @@ import torch  # noqa: E402
 from ppo1.config import resolve  # noqa: E402
 from ppo1.envs import VecEnv, default_threads, parse_env_name  # noqa: E402
 from ppo1.learner import ppo_loss  # noqa: E402
-from ppo1.policies import CnnPolicy  # noqa: E402
+from ppo1.policies import CnnPolicy, pick_device  # noqa: E402
 from ppo1.train import start  # noqa: E402
 
 
-def rate(fn, items_per_call: int, seconds: float, warmup: int = 3) -> float:
+def rate(fn, items_per_call: int, seconds: float, warmup: int = 3, sync=lambda: None) -> float:
+    """Calls of fn per second x items_per_call; sync() waits for queued GPU work before each clock read."""
     for _ in range(warmup):
         fn()
+    sync()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         fn()
         n += 1
+        if n % 10 == 0:
+            sync()
+    sync()
     return n * items_per_call / (time.perf_counter() - t0)
 
 
@@ -75,14 +80,17 @@ def measure_env(cfg, seconds: float) -> float:
 
 
 def measure_network(cfg, seconds: float, num_actions: int, in_channels: int) -> tuple[float, float]:
-    policy = CnnPolicy(in_channels, num_actions, cfg.model_type)
+    device = pick_device(cfg.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    policy = CnnPolicy(in_channels, num_actions, cfg.model_type).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)
-    obs = torch.randint(0, 256, (cfg.num_envs, in_channels, 84, 84), dtype=torch.uint8)
-    inference = rate(lambda: policy.act(obs), cfg.num_envs, seconds, warmup=10)
+    frames = torch.randint(0, 256, (cfg.num_envs, in_channels, 84, 84), dtype=torch.uint8)
+    # As in the rollout: the frames come from the emulators on the CPU, the actions go back there.
+    inference = rate(lambda: policy.act(frames.to(device))[0].cpu(), cfg.num_envs, seconds, 10, sync)
     mb = cfg.minibatch_size
-    obs = torch.randint(0, 256, (mb, in_channels, 84, 84), dtype=torch.uint8)
-    actions = torch.randint(0, num_actions, (mb,))
-    zeros, adv = torch.zeros(mb), torch.randn(mb)
+    obs = torch.randint(0, 256, (mb, in_channels, 84, 84), dtype=torch.uint8, device=device)
+    actions = torch.randint(0, num_actions, (mb,), device=device)
+    zeros, adv = torch.zeros(mb, device=device), torch.randn(mb, device=device)
 
     def train_step():
         pd, values = policy.dist(obs)
@@ -91,7 +99,7 @@ def measure_network(cfg, seconds: float, num_actions: int, in_channels: int) -> 
         loss.backward()
         optimizer.step()
 
-    return inference, rate(train_step, mb, seconds)
+    return inference, rate(train_step, mb, seconds, sync=sync)
 
 
 def measure_loop(overrides: dict, seconds: float) -> dict:
@@ -175,6 +183,7 @@ def main() -> None:
             "numpy": np.__version__,
             "ale_py": __import__("ale_py").__version__,
             "machine": f"{platform.machine()}, {default_threads()} cores",
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         },
     }
     total = sum(loop["phase_seconds"].values())

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The checks that need a GPU, in one script (about 9 minutes on one H200 with 16 cores):
+#   (a) benchmarks/throughput.py --device cuda, for ppo-paper (8 envs) and for 32 envs;
+#   (b) 2 ranks with torchrun for 3 iterations, stopped, then resumed for 3 more with the bit-exact
+#       parameter check after every iteration (--sync_check_interval 1 raises on any difference):
+#       NCCL where there is a GPU per rank; gloo over the GPU's tensors where the 2 ranks share one
+#       GPU, as ppo1 does then (NCCL refuses two ranks on one device);
+#   (c) `ppo1 train --device cuda` on Pong for 5 minutes (stopped by Ctrl-C, as a user would), and
+#       its steps/s.
+# Run from the repository root with the project installed: bash benchmarks/gpu_check.sh
+# A dry run of the script itself on a CPU: DEVICE=cpu PONG_SECONDS=30 PHASE_SECONDS=1 bash ...
+# Results: JSON files under $OUT (default gpu-check/), summary.json beside them. Exits non-zero
+# if a check fails; the checks after it still run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-gpu-check}"
+DEVICE="${DEVICE:-cuda}"
+PONG_SECONDS="${PONG_SECONDS:-300}"
+PHASE_SECONDS="${PHASE_SECONDS:-5}"
+mkdir -p "$OUT"
+WORK="$(mktemp -d)"
+status=0
+note() { echo "== $*" | tee -a "$OUT/log.txt"; }
+
+note "$(python -c 'import torch; print(torch.cuda.device_count(), "GPUs", torch.cuda.is_available() and torch.cuda.get_device_name() or "", "torch", torch.__version__)')"
+if [ "$DEVICE" = cuda ] && ! python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+  note "no CUDA device: nothing to check"
+  exit 1
+fi
+
+# (a) throughput on the GPU
+note "(a) throughput, ppo-paper"
+python benchmarks/throughput.py --device "$DEVICE" --seconds "$PHASE_SECONDS" --json "$OUT/throughput-ppo-paper.json" \
+  2>&1 | tee -a "$OUT/log.txt" || status=1
+note "(a) throughput, 32 envs"
+python benchmarks/throughput.py --device "$DEVICE" --num_envs 32 --seconds "$PHASE_SECONDS" \
+  --json "$OUT/throughput-32-envs.json" 2>&1 | tee -a "$OUT/log.txt" || status=1
+
+# (b) 2 ranks: start, stop, resume, bit-exact check after every iteration
+note "(b) torchrun, 2 ranks, 3 iterations then resumed for 3 more"
+FLAGS=(--device "$DEVICE" --num_envs 8 --checkpoint_dir "$WORK/dist" --sync_check_interval 1 --save_interval 1)
+PER_ITER=$((2 * 8 * 128))
+dist_ok=1
+for steps in $((3 * PER_ITER)) $((6 * PER_ITER)); do
+  python -m torch.distributed.run --nproc-per-node 2 --master-port 29533 -m ppo1 train "${FLAGS[@]}" \
+    --env_steps "$steps" > "$WORK/dist-$steps.txt" 2>&1 || dist_ok=0
+  tail -n 3 "$WORK/dist-$steps.txt" | tee -a "$OUT/log.txt"
+done
+grep -h "^resuming" "$WORK"/dist-*.txt | tee -a "$OUT/log.txt"
+grep -q "^resuming .* at step $((3 * PER_ITER))" "$WORK/dist-$((6 * PER_ITER)).txt" || dist_ok=0
+python - "$WORK/dist/Pong-ppo-paper/checkpoint.pt" "$OUT/distributed.json" "$dist_ok" <<'EOF' || status=1
+import json, sys, torch
+ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+ok = sys.argv[3] == "1" and ckpt["counters"]["iterations"] == 6 and len(ckpt["rng"]["ranks"]) == 2
+result = {
+    "backend": "nccl" if torch.cuda.device_count() >= 2 else "gloo (no GPU per rank)",
+    "iterations": ckpt["counters"]["iterations"],
+    "world_size": ckpt["world_size"],
+    "cuda_rng_saved_per_rank": [r.get("cuda") is not None for r in ckpt["rng"]["ranks"]],
+    "adam_state_on": sorted({str(v.device) for s in ckpt["optimizer"]["state"].values() for v in s.values()}),
+    "passed": ok,
+}
+json.dump(result, open(sys.argv[2], "w"), indent=2)
+print(result)
+sys.exit(0 if ok else 1)
+EOF
+
+# (c) 5 minutes of Pong on the GPU
+note "(c) ppo1 train --device $DEVICE, Pong, $PONG_SECONDS s"
+timeout -s INT "$PONG_SECONDS" ppo1 train --device "$DEVICE" --checkpoint_dir "$WORK/pong" > "$WORK/pong.txt" 2>&1
+tail -n 2 "$WORK/pong.txt" | tee -a "$OUT/log.txt"
+python - "$WORK/pong/Pong-ppo-paper/progress.csv" "$OUT/pong-5min.json" <<'EOF' || status=1
+import csv, json, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+last = rows[-1]
+result = {k: float(last[k]) for k in ("TimestepsSoFar", "TimeElapsed", "StepsPerSecond", "EpRewMean")}
+result["time_split"] = {k: sum(float(r[k]) for r in rows[1:]) for k in ("TimeEnv", "TimeInference", "TimeUpdate")}
+json.dump(result, open(sys.argv[2], "w"), indent=2)
+print(f"Pong on the GPU: {result['StepsPerSecond']:.0f} steps/s, {result['TimestepsSoFar']:.0f} steps in "
+      f"{result['TimeElapsed']:.0f} s; time in env / inference / update: {result['time_split']}")
+EOF
+
+python - "$OUT" "$status" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+summary = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.stem != "summary"}
+for k in ("throughput-ppo-paper", "throughput-32-envs"):
+    if k in summary:  # the settings and versions are in the files themselves
+        summary[k] = {f: summary[k][f] for f in ("env_sps", "inference_sps", "update_sps", "serial_bound_sps",
+                                                  "train_sps", "train_vs_bound", "phase_seconds", "peak_rss_mb")}
+summary["all_passed"] = sys.argv[2] == "0"
+(out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+print(json.dumps(summary, indent=2))
+EOF
+rm -rf "$WORK"
+exit $status
