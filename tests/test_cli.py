@@ -104,6 +104,7 @@ NUMERIC = {
     "--num_hid_layers": ("two", "0"),
     "--eval_interval": ("1e", "-1"),
     "--eval_episodes": ("5x", "0"),
+    "--pi_gain": ("wide", "0"),
 }
 
 BAD_INPUT = {
