@@ -6,8 +6,9 @@ import argparse
 import os
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 
-from ppo1.config import CHOICES, PRESETS, Config, field_docs, resolve
+from ppo1.config import CHOICES, PRESETS, Config, field_docs
 from ppo1.errors import ConfigError, RankFailure, SaveError
 
 # Idle OpenMP threads sleep instead of spinning, so that torch's workers leave the cores to
@@ -107,6 +108,7 @@ def build_parser() -> Parser:
         help="start over: move the old run folder aside (never deleted)",
     )
     add_agent_commands(sub)
+    add_plot_command(sub)
     return parser
 
 
@@ -147,7 +149,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, episodes_help: str) -> None:
 
 
 def add_agent_commands(sub) -> None:
-    """evaluate, movie, play and plot."""
+    """evaluate, movie and play."""
     ev = sub.add_parser(
         "evaluate",
         help="score an agent over full games",
@@ -200,6 +202,9 @@ def add_agent_commands(sub) -> None:
         "the game faster than its own 60 frames/s, so more than 15 has no effect)",
     )
 
+
+def add_plot_command(sub) -> None:
+    """plot: learning curves from run folders."""
     plot = sub.add_parser(
         "plot",
         help="draw learning curves of runs",
@@ -216,26 +221,31 @@ def add_agent_commands(sub) -> None:
     )
 
 
+def run_agent_command(args: argparse.Namespace) -> int:
+    """evaluate, movie, play: the flags they share as one AgentOptions, the others as arguments."""
+    from ppo1.agent import AgentOptions  # imports torch, which train's flag checks and plot do without
+
+    opts = AgentOptions(**{f.name: getattr(args, f.name) for f in fields(AgentOptions)})
+    if args.command == "evaluate":
+        from ppo1.evaluate import run_evaluate
+
+        return run_evaluate(opts, Path(args.json) if args.json else None, args.num_envs, args.env_threads)
+    from ppo1.video import run_movie, run_play
+
+    if args.command == "movie":
+        return run_movie(opts, args.asset_dir, args.gif, args.fps, args.scale)
+    return run_play(opts, args.fps)
+
+
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "fresh")}
-        resolve(overrides)  # bad flags fail here, before torch is imported
-        from ppo1.train import start
+        from ppo1.train import start  # resolves the flags once, before anything is written
 
         start(overrides, fresh=args.fresh)
-    elif args.command == "evaluate":
-        from ppo1.evaluate import run_evaluate
-
-        return run_evaluate(args)
-    elif args.command == "movie":
-        from ppo1.video import run_movie
-
-        return run_movie(args)
-    elif args.command == "play":
-        from ppo1.video import run_play
-
-        return run_play(args)
+    elif args.command in ("evaluate", "movie", "play"):
+        return run_agent_command(args)
     elif args.command == "plot":
         from ppo1.plot import run_plot
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ppo1.errors import ConfigError, RankFailure  # noqa: F401 (re-exported)
+from ppo1.errors import ConfigError
 
 
 @dataclass
@@ -211,6 +211,13 @@ def default_preset(env_name: str) -> str:
 
 def validate(cfg: Config) -> None:
     """Raise ConfigError with a one-line message for any nonsensical setting."""
+    _check_env(cfg)
+    _check_counts(cfg)
+    _check_ranges(cfg)
+
+
+def _check_env(cfg: Config) -> None:
+    """The env exists and fits the network; the named choices are valid."""
     from ppo1.envs import check_spaces, parse_env_name, probe_spaces
 
     spec = parse_env_name(cfg.env_name)
@@ -226,6 +233,10 @@ def validate(cfg: Config) -> None:
             f"--model_type {cfg.model_type} is a CNN for Atari frames; {cfg.env_name} needs --model_type "
             f"mlp (or --preset {default_preset(cfg.env_name)})"
         )
+
+
+def _check_counts(cfg: Config) -> None:
+    """Counts, sizes, timeouts and names within what a run can hold."""
     positive = ["env_steps", "num_envs", "timesteps_per_actorbatch", "optim_epochs"]
     positive += ["optim_batchsize", "save_interval", "sync_check_interval", "env_groups", "eval_episodes"]
     positive += ["hid_size", "num_hid_layers"]
@@ -255,6 +266,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"--model_name is {len(cfg.model_name)} characters long; at most 200")
     if cfg.dist_timeout <= 0:
         raise ConfigError(f"--dist_timeout must be positive, got {cfg.dist_timeout}")
+
+
+def _check_ranges(cfg: Config) -> None:
+    """The algorithm's coefficients in their ranges, and the flags that depend on each other."""
     if not 0.0 < cfg.gamma <= 1.0:
         raise ConfigError(f"--gamma must be in (0, 1], got {cfg.gamma}")
     if not 0.0 <= cfg.lam <= 1.0:

@@ -1,4 +1,4 @@
-"""The training loop: collect, update, log, checkpoint; resume where a run stopped."""
+"""Training: the iteration (collect, GAE, update, log, save), set-up and resume beside it."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ import numpy as np
 import torch
 
 from ppo1 import checkpoint, distributed
-from ppo1.config import Config, ConfigError, RankFailure, resolve
+from ppo1.checkpoint import Counters, TrainState
+from ppo1.config import Config, resolve
 from ppo1.distributed import Dist
 from ppo1.envs import VecEnv, default_threads, env_dims, parse_env_name
+from ppo1.errors import ConfigError, RankFailure
 from ppo1.evaluate import evaluate_in_training
 from ppo1.learner import lr_multiplier, update
 from ppo1.logger import Logger, MonitorWriter, drop_rows_after, monitor_name
-from ppo1.policies import MlpPolicy, make_policy, pick_device
-from ppo1.rollout import Rollout, compute_gae
+from ppo1.policies import make_policy, pick_device
+from ppo1.rollout import Rollout, Segment, compute_gae
 from ppo1.video import capture_video, render_env, require_ffmpeg
 
 
@@ -71,211 +73,246 @@ def restore_rng(saved: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(saved["cuda"], device)
 
 
+class Trainer:
+    """One rank's training run: its envs, the policy and Adam, the rollout, the counters and the
+    last-100 buffers, and (rank 0) the logs. iteration() is the loop body."""
+
+    def __init__(self, cfg: Config, resume: TrainState | None, d: Dist, device: torch.device):
+        self.cfg, self.d, self.device = cfg, d, device
+        torch.set_num_threads(cfg.torch_threads or default_threads())
+        torch.manual_seed(cfg.seed + 10000 * d.rank)
+        self.counters = Counters() if resume is None else resume.counters
+        self.recent = {k: deque(maxlen=100) for k in ("scores", "lengths", "clipped")}
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # minibatch order, the same on all ranks
+        self.envs = self._make_envs()
+        env = self.envs[0]
+        self.policy = make_policy(
+            cfg.model_type,
+            env.observation_shape,
+            env.num_actions,
+            env.discrete,
+            cfg.hid_size,
+            cfg.num_hid_layers,
+            cfg.pi_gain,
+        ).to(device)
+        # baselines' pposgd_simple.learn also passes adam_epsilon=1e-5 to MpiAdam.
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)
+        if resume is not None:
+            self._resume(resume)
+        d.broadcast_state(self.policy, self.optimizer)  # baselines MpiAdam.sync(): identical start
+        self.params = list(self.policy.parameters())
+        self.rollout = Rollout(self.envs, self.policy, cfg.timesteps_per_actorbatch, cfg.gamma, device)
+        self.monitor = MonitorWriter(cfg.run_dir / monitor_name(d.rank), cfg.env_name)
+        self.logger = Logger(cfg.run_dir, cfg.env_steps, self.counters.timesteps) if d.rank == 0 else None
+        self.stop = StopFlag()
+        # One process may drop a half-collected batch at once; ranks agree once per iteration.
+        self.stop_in_rollout = self.stop if not d.active else (lambda: False)
+        self.session_start, self.session_steps = time.perf_counter(), self.counters.timesteps
+        self.elapsed_at_start = self.counters.elapsed
+        self.ckpt_path = cfg.run_dir / checkpoint.CHECKPOINT
+
+    def _make_envs(self) -> list[VecEnv]:
+        cfg = self.cfg
+        seeds = env_seeds(cfg, self.d.rank, self.counters.iterations)
+        spec = parse_env_name(cfg.env_name)
+        return [
+            VecEnv(
+                spec,
+                len(group),
+                seed=group,
+                frame_stack=cfg.frame_stacking,
+                episode_life=cfg.episode_life,
+                clip_rewards=cfg.clip_rewards,
+                threads=cfg.env_threads,
+            )
+            for group in np.array_split(seeds, cfg.env_groups)
+        ]
+
+    def _resume(self, resume: TrainState) -> None:
+        if resume.num_actions != self.envs[0].num_actions:
+            raise ConfigError(
+                f"checkpoint has {resume.num_actions} actions, {self.cfg.env_name} has "
+                f"{self.envs[0].num_actions}; use another --model_name or --fresh"
+            )
+        for k, v in resume.recent.items():
+            self.recent[k].extend(v)
+        self.policy.load_state_dict(resume.model)
+        self.optimizer.load_state_dict(resume.optimizer)
+        self.generator.set_state(resume.generator)
+        # Each rank its own generators; a rank the checkpoint has none for (a larger world) keeps its seed.
+        if self.d.rank < len(resume.rank_rngs):
+            restore_rng(resume.rank_rngs[self.d.rank], self.device)
+
+    def iteration(self) -> dict | None:
+        """One PPO iteration, as CleanRL's ppo_atari.py main loop. Returns the log row (on every
+        rank), or None if a stop signal came during collection (the partial batch is dropped)."""
+        cfg, t0 = self.cfg, time.perf_counter()
+        self.rollout.timings.clear()
+        self.d.comm_seconds = 0.0
+        lrmult = lr_multiplier(self.counters.timesteps, cfg.env_steps, cfg.schedule)
+        seg = self.rollout.collect(should_stop=self.stop_in_rollout)
+        if seg is None:
+            return None
+        t_gae = time.perf_counter()
+        seg.advantages, seg.returns = compute_gae(
+            seg.rewards, seg.values, seg.dones, seg.last_values, cfg.gamma, cfg.lam
+        )
+        self.policy.update_statistics(seg, self.d.sum)  # MLP: baselines' ob_rms.update; Atari: none
+        t_update = time.perf_counter()
+        stats = update(
+            self.policy,
+            self.optimizer,
+            seg,
+            lrmult=lrmult,
+            optim_stepsize=cfg.optim_stepsize,
+            epsilon=cfg.epsilon,
+            ent_coef=cfg.ent_coef,
+            optim_epochs=cfg.optim_epochs,
+            minibatch_size=cfg.minibatch_size,
+            generator=self.generator,
+            norm_adv=cfg.norm_adv,
+            moments=self.d.moments,
+            reduce_grads=lambda: self.d.reduce_grads(self.params),
+        )
+        now = time.perf_counter()
+        self.check_finite(stats)
+        scores = self.count(seg, now)
+        if self.counters.iterations % cfg.sync_check_interval == 0:
+            self.d.check_synced(self.policy, self.counters.iterations)
+        timings = dict(
+            **self.rollout.timings, gae=t_update - t_gae, update=now - t_update, iteration=now - t0
+        )
+        row = self.log_row(stats, scores, timings, now)
+        if self.logger is not None:
+            self.log(row)
+        if self.counters.iterations % cfg.save_interval == 0:
+            self.save()
+        return row
+
+    def check_finite(self, stats: dict) -> None:
+        bad = [k for k, v in stats.items() if k != "ev_tdlam_before" and not np.isfinite(v)]
+        bad += [n for n, p in self.policy.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise FloatingPointError(
+                f"non-finite {', '.join(bad)} at iteration {self.counters.iterations + 1}; "
+                f"stopped without saving: the last good checkpoint is {self.ckpt_path}"
+            )
+
+    def count(self, seg: Segment, now: float) -> int:
+        """Counters and last-100 buffers over all ranks; this rank's games to its monitor file.
+        Returns the number of games that ended this iteration (all ranks)."""
+        c, d = self.counters, self.d
+        c.elapsed = self.elapsed_at_start + now - self.session_start
+        self.monitor.write(seg.scores, seg.lengths, c.elapsed)
+        scores = d.gather(seg.scores)
+        self.recent["scores"].extend(scores)
+        self.recent["lengths"].extend(d.gather(seg.lengths))
+        self.recent["clipped"].extend(d.gather(seg.clipped_returns))
+        c.timesteps += self.cfg.batch_size * d.world_size
+        c.iterations += 1
+        c.episodes += len(scores)
+        return len(scores)
+
+    def log_row(self, stats: dict, games: int, timings: dict, now: float) -> dict:
+        """baselines' logger keys: the losses, then the last-100 real scores, counters and timings."""
+        c = self.counters
+        sps = (c.timesteps - self.session_steps) / (now - self.session_start)
+        return dict(
+            stats,
+            EpLenMean=nanmean(self.recent["lengths"]),
+            EpRewMean=nanmean(self.recent["scores"]),
+            EpRewMeanClipped=nanmean(self.recent["clipped"]),
+            EpThisIter=games,
+            EpisodesSoFar=c.episodes,
+            TimestepsSoFar=c.timesteps,
+            Iteration=c.iterations,
+            TimeElapsed=round(c.elapsed, 2),
+            StepsPerSecond=round(sps, 1),
+            TimeEnv=round(timings["env"], 4),
+            TimeInference=round(timings["inference"], 4),
+            TimeGAE=round(timings["gae"], 4),
+            TimeUpdate=round(timings["update"], 4),
+            TimeAllReduce=round(self.d.comm_seconds, 4),
+            TimeIteration=round(timings["iteration"], 4),
+        )
+
+    def log(self, row: dict) -> None:
+        """Rank 0: evaluation games when due, then the table, progress.csv, TensorBoard, the bar."""
+        cfg, step = self.cfg, self.counters.timesteps
+        if cfg.eval_interval and self.counters.iterations % cfg.eval_interval == 0:
+            row.update(evaluate_in_training(self.policy, cfg, self.device))
+            if cfg.capture_video:
+                path, gif = capture_video(self.policy, cfg, step, self.device)
+                self.logger.add_gif("eval/video", gif, step)
+                self.logger.info(f"recorded {path}")
+        self.logger.dump(row, step)
+        self.logger.progress(step, row["StepsPerSecond"], row["EpRewMean"])
+
+    def save(self) -> None:
+        """Every rank hands its generators to rank 0, which writes the checkpoint."""
+        rank_rngs = self.d.gather_object(rng_state(self.device))
+        if self.d.rank != 0:
+            return
+        env = self.envs[0]
+        state = TrainState(
+            model=self.policy.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            config=self.cfg.to_dict(),
+            counters=self.counters,
+            recent={k: list(v) for k, v in self.recent.items()},
+            generator=self.generator.get_state(),
+            rank_rngs=rank_rngs,
+            num_actions=env.num_actions,
+            observation_shape=list(env.observation_shape),
+            world_size=self.d.world_size,
+        )
+        checkpoint.save_state(self.ckpt_path, state)
+
+    def close(self) -> None:
+        self.stop.restore()
+        self.monitor.close()
+        if self.logger is not None:
+            self.logger.close()
+        for e in self.envs:
+            e.close()
+
+
 def train(
     cfg: Config,
-    resume: dict | None = None,
+    resume: TrainState | None = None,
     d: Dist | None = None,
     device: torch.device | None = None,
     max_seconds: float | None = None,
     max_steps: int | None = None,
-) -> dict:
+) -> Counters:
     """Train until cfg.env_steps agent steps (over all ranks), a stop signal, max_seconds of wall
     clock in this session or max_steps agent steps (benchmarks use these two: the schedules still
-    anneal over cfg.env_steps). Returns the counters."""
+    anneal over cfg.env_steps). Saves at the end; returns the counters."""
     d = d or Dist()
-    device = device or pick_device(cfg.device)
-    run_dir: Path = cfg.run_dir
-    torch.set_num_threads(cfg.torch_threads or default_threads())
-    torch.manual_seed(cfg.seed + 10000 * d.rank)
-    counters = dict(timesteps=0, iterations=0, episodes=0, elapsed=0.0)
-    recent = {k: deque(maxlen=100) for k in ("scores", "lengths", "clipped")}
-    generator = torch.Generator().manual_seed(cfg.seed)  # minibatch order, the same on all ranks
-    if resume is not None:
-        counters.update(resume["counters"])
-        for k, v in resume["recent"].items():
-            recent[k].extend(v)
-
-    seeds = env_seeds(cfg, d.rank, counters["iterations"])
-    envs = [
-        VecEnv(
-            parse_env_name(cfg.env_name),
-            len(group),
-            seed=group,
-            frame_stack=cfg.frame_stacking,
-            episode_life=cfg.episode_life,
-            clip_rewards=cfg.clip_rewards,
-            threads=cfg.env_threads,
-        )
-        for group in np.array_split(seeds, cfg.env_groups)
-    ]
-    env = envs[0]
-    policy = make_policy(
-        cfg.model_type,
-        env.observation_shape,
-        env.num_actions,
-        env.discrete,
-        cfg.hid_size,
-        cfg.num_hid_layers,
-        cfg.pi_gain,
-    ).to(device)
-    # The seed's deviation: torch Adam with eps 1e-5 instead of baselines' MpiAdam (eps 1e-8).
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)
-    if resume is not None:
-        if resume["num_actions"] != env.num_actions:
-            raise ConfigError(
-                f"checkpoint has {resume['num_actions']} actions, {cfg.env_name} has "
-                f"{env.num_actions}; use another --model_name or --fresh"
-            )
-        policy.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        generator.set_state(resume["rng"]["generator"])
-        # Every rank's own generators (checkpoints before per-rank states held rank 0's only); a
-        # rank the checkpoint has no state for (a larger world) keeps its seed.
-        ranks = resume["rng"].get("ranks") or [dict(torch=resume["rng"]["torch"])]
-        if d.rank < len(ranks):
-            restore_rng(ranks[d.rank], device)
-    d.broadcast_state(policy, optimizer)  # baselines MpiAdam.sync(): identical start on all ranks
-    params = list(policy.parameters())
-
-    def save() -> None:
-        """Every rank hands its generators to rank 0, which writes the checkpoint."""
-        ranks = d.gather_object(rng_state(device))
-        if d.rank != 0:
-            return
-        state = dict(
-            model=policy.state_dict(),
-            optimizer=optimizer.state_dict(),
-            config=cfg.to_dict(),
-            counters=dict(counters),
-            recent={k: list(v) for k, v in recent.items()},
-            rng=dict(generator=generator.get_state(), ranks=ranks),
-            num_actions=env.num_actions,
-            observation_shape=list(env.observation_shape),
-            world_size=d.world_size,
-        )
-        checkpoint.save(ckpt_path, state)
-
-    monitor = MonitorWriter(run_dir / monitor_name(d.rank), cfg.env_name)
-    logger = Logger(run_dir, cfg.env_steps, counters["timesteps"]) if d.rank == 0 else None
-    rollout = Rollout(envs, policy, cfg.timesteps_per_actorbatch, cfg.gamma, device)
-    stop = StopFlag()
-    # One process may drop a half-collected batch at once; ranks agree once per iteration.
-    stop_in_rollout = stop if not d.active else (lambda: False)
-    session_start, session_steps = time.perf_counter(), counters["timesteps"]
-    elapsed_at_start = counters["elapsed"]
-    ckpt_path = run_dir / checkpoint.CHECKPOINT
+    run = Trainer(cfg, resume, d, device or pick_device(cfg.device))
+    end = min(cfg.env_steps, max_steps or cfg.env_steps)
     try:
-        while counters["timesteps"] < min(cfg.env_steps, max_steps or cfg.env_steps):
-            out_of_time = max_seconds is not None and time.perf_counter() - session_start > max_seconds
-            if d.any(stop() or out_of_time):
+        while run.counters.timesteps < end:
+            out_of_time = max_seconds is not None and time.perf_counter() - run.session_start > max_seconds
+            if d.any(run.stop() or out_of_time) or run.iteration() is None:
                 break
-            t_iter = time.perf_counter()
-            rollout.timings.clear()
-            d.comm_seconds = 0.0
-            lrmult = lr_multiplier(counters["timesteps"], cfg.env_steps, cfg.schedule)
-            seg = rollout.collect(should_stop=stop_in_rollout)
-            if seg is None:
-                break  # interrupted mid-collection: the partial batch is dropped
-            t_gae = time.perf_counter()
-            seg.advantages, seg.returns = compute_gae(
-                seg.rewards, seg.values, seg.dones, seg.last_values, cfg.gamma, cfg.lam
-            )
-            if isinstance(policy, MlpPolicy):
-                # baselines: pi.ob_rms.update(ob) before the epochs; oldpi copies pi with its new
-                # statistics, so the old log-probs are recomputed with them (ratio 1 at the start).
-                policy.ob_rms.update(seg.obs, d.sum)
-                with torch.no_grad():
-                    flat = seg.obs.reshape(-1, *seg.obs.shape[2:])
-                    pd, _ = policy.dist(flat)
-                    actions = seg.actions.reshape(flat.shape[0], *seg.actions.shape[2:])
-                    seg.log_probs = pd.log_prob(actions).reshape(seg.log_probs.shape)
-            t_update = time.perf_counter()
-            stats = update(
-                policy,
-                optimizer,
-                seg,
-                lrmult=lrmult,
-                optim_stepsize=cfg.optim_stepsize,
-                epsilon=cfg.epsilon,
-                ent_coef=cfg.ent_coef,
-                optim_epochs=cfg.optim_epochs,
-                minibatch_size=cfg.minibatch_size,
-                generator=generator,
-                norm_adv=cfg.norm_adv,
-                moments=d.moments,
-                reduce_grads=lambda: d.reduce_grads(params),
-            )
-            now = time.perf_counter()
-            bad = [k for k, v in stats.items() if k != "ev_tdlam_before" and not np.isfinite(v)]
-            bad += [n for n, p in policy.named_parameters() if not torch.isfinite(p).all()]
-            if bad:
-                raise FloatingPointError(
-                    f"non-finite {', '.join(bad)} at iteration {counters['iterations'] + 1}; "
-                    f"stopped without saving: the last good checkpoint is {ckpt_path}"
-                )
-            monitor.write(seg.scores, seg.lengths, elapsed_at_start + now - session_start)
-            scores, lengths = d.gather(seg.scores), d.gather(seg.lengths)
-            clipped = d.gather(seg.clipped_returns)
-            counters["timesteps"] += cfg.batch_size * d.world_size
-            counters["iterations"] += 1
-            counters["episodes"] += len(scores)
-            counters["elapsed"] = elapsed_at_start + now - session_start
-            recent["scores"].extend(scores)
-            recent["lengths"].extend(lengths)
-            recent["clipped"].extend(clipped)
-            if counters["iterations"] % cfg.sync_check_interval == 0:
-                d.check_synced(policy, counters["iterations"])
-            if logger is not None:
-                sps = (counters["timesteps"] - session_steps) / (now - session_start)
-                row = dict(stats)
-                row.update(
-                    EpLenMean=nanmean(recent["lengths"]),
-                    EpRewMean=nanmean(recent["scores"]),
-                    EpRewMeanClipped=nanmean(recent["clipped"]),
-                    EpThisIter=len(scores),
-                    EpisodesSoFar=counters["episodes"],
-                    TimestepsSoFar=counters["timesteps"],
-                    Iteration=counters["iterations"],
-                    TimeElapsed=round(counters["elapsed"], 2),
-                    StepsPerSecond=round(sps, 1),
-                    TimeEnv=round(rollout.timings["env"], 4),
-                    TimeInference=round(rollout.timings["inference"], 4),
-                    TimeGAE=round(t_update - t_gae, 4),
-                    TimeUpdate=round(now - t_update, 4),
-                    TimeAllReduce=round(d.comm_seconds, 4),
-                    TimeIteration=round(now - t_iter, 4),
-                )
-                if cfg.eval_interval and counters["iterations"] % cfg.eval_interval == 0:
-                    row.update(evaluate_in_training(policy, cfg, device))
-                    if cfg.capture_video:
-                        path, gif = capture_video(policy, cfg, counters["timesteps"], device)
-                        logger.add_gif("eval/video", gif, counters["timesteps"])
-                        logger.info(f"recorded {path}")
-                logger.dump(row, counters["timesteps"])
-                logger.progress(counters["timesteps"], sps, row["EpRewMean"])
-            if counters["iterations"] % cfg.save_interval == 0:
-                save()
-        save()
-        if logger is not None:
-            if stop():
-                logger.info(
-                    f"{stop.signal_name}: saved {ckpt_path} at step {counters['timesteps']}; "
+        run.save()
+        if run.logger is not None:
+            step, path = run.counters.timesteps, run.ckpt_path
+            if run.stop():
+                run.logger.info(
+                    f"{run.stop.signal_name}: saved {path} at step {step}; "
                     "run the same command again to resume"
                 )
             else:
-                logger.info(f"stopped at step {counters['timesteps']}; saved {ckpt_path}")
+                run.logger.info(f"stopped at step {step}; saved {path}")
     except RuntimeError as e:  # a collective failed: name the rank that went away
         if d.active and not isinstance(e, RankFailure):
             raise RankFailure(d.describe_failure(e)) from e
         raise
     finally:
-        stop.restore()
-        monitor.close()
-        if logger is not None:
-            logger.close()
-        for e in envs:
-            e.close()
-    return counters
+        run.close()
+    return run.counters
 
 
 def check_writable(run_dir: Path) -> None:
@@ -294,51 +331,56 @@ def check_writable(run_dir: Path) -> None:
         ) from None
 
 
-def prepare(overrides: dict, fresh: bool, world_size: int) -> tuple[Config, dict | None]:
-    """Rank 0: resolve the config, load the checkpoint to resume, set up the run folder.
-
-    Every check that can fail on bad input runs before anything is written.
-    """
-    cfg = resolve(overrides)
-    check_writable(cfg.run_dir)
+def load_resume(cfg: Config, overrides: dict, world_size: int) -> tuple[Config, TrainState | None]:
+    """The checkpoint to resume, if the run folder has one, and the config it resumes with: the saved
+    one with the flags given on top. Prints what changed."""
     path = cfg.run_dir / checkpoint.CHECKPOINT
-    resume = None
-    if path.exists() and not fresh:
-        resume = checkpoint.load(path)
-        saved = resume["config"]
-        cfg = resolve(overrides, base=saved)
-        checkpoint.check_compatible(saved, cfg.to_dict(), path)
-        actions = env_dims(parse_env_name(cfg.env_name), cfg.frame_stacking)[1]
-        if resume.get("num_actions", actions) != actions:
-            raise ConfigError(
-                f"checkpoint {path} has {resume['num_actions']} actions, {cfg.env_name} has "
-                f"{actions}; use another --model_name or --fresh"
-            )
+    if not path.exists():
+        return cfg, None
+    resume = checkpoint.load_state(path)
+    cfg = resolve(overrides, base=resume.config)
+    checkpoint.check_compatible(resume.config, cfg.to_dict(), path)
+    actions = env_dims(parse_env_name(cfg.env_name), cfg.frame_stacking)[1]
+    if resume.num_actions != actions:
+        raise ConfigError(
+            f"checkpoint {path} has {resume.num_actions} actions, {cfg.env_name} has "
+            f"{actions}; use another --model_name or --fresh"
+        )
+    changed = [
+        f"{k}: {v!r} -> {getattr(cfg, k)!r}" for k, v in resume.config.items() if getattr(cfg, k, v) != v
+    ]
+    if resume.world_size != world_size:
+        changed.append(f"world size: {resume.world_size} -> {world_size}")
+    c = resume.counters
+    print(
+        f"resuming {path} at step {c.timesteps} (iteration {c.iterations})"
+        + (f"; changed: {', '.join(changed)}" if changed else ""),
+        flush=True,
+    )
+    return cfg, resume
+
+
+def move_aside(run_dir: Path) -> None:
+    """--fresh: the old run folder becomes <name>.old-<date>[-n], never deleted."""
+    stamp = f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside, n = run_dir.with_name(stamp), 1
+    while aside.exists():
+        aside, n = run_dir.with_name(f"{stamp}-{n}"), n + 1
+    run_dir.rename(aside)
+    print(f"--fresh: moved the old run folder to {aside}", flush=True)
+
+
+def prepare(cfg: Config, overrides: dict, fresh: bool, world_size: int) -> tuple[Config, TrainState | None]:
+    """Rank 0: load the checkpoint to resume, set up the run folder. Every check that can fail on bad
+    input runs before anything is written."""
+    check_writable(cfg.run_dir)
+    cfg, resume = (cfg, None) if fresh else load_resume(cfg, overrides, world_size)
     pick_device(cfg.device)
     if cfg.capture_video:
         require_ffmpeg()
         render_env(parse_env_name(cfg.env_name), "rgb_array", cfg.frame_stacking).close()
     if fresh and cfg.run_dir.exists():
-        stamp = f"{cfg.run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-        aside, n = cfg.run_dir.with_name(stamp), 1
-        while aside.exists():
-            aside, n = cfg.run_dir.with_name(f"{stamp}-{n}"), n + 1
-        cfg.run_dir.rename(aside)
-        print(f"--fresh: moved the old run folder to {aside}", flush=True)
-    if resume is not None:
-        c = resume["counters"]
-        changed = [
-            f"{k}: {v!r} -> {getattr(cfg, k)!r}"
-            for k, v in resume["config"].items()
-            if getattr(cfg, k, v) != v
-        ]
-        if resume.get("world_size", 1) != world_size:
-            changed.append(f"world size: {resume.get('world_size', 1)} -> {world_size}")
-        print(
-            f"resuming {path} at step {c['timesteps']} (iteration {c['iterations']})"
-            + (f"; changed: {', '.join(changed)}" if changed else ""),
-            flush=True,
-        )
+        move_aside(cfg.run_dir)
     try:
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -347,8 +389,8 @@ def prepare(overrides: dict, fresh: bool, world_size: int) -> tuple[Config, dict
         ) from None
     for stale in cfg.run_dir.glob(".checkpoint-*"):  # a save interrupted by a kill
         stale.unlink(missing_ok=True)
-    c = resume["counters"] if resume else {"timesteps": 0, "elapsed": 0.0}
-    drop_rows_after(cfg.run_dir, c["timesteps"], c["elapsed"])
+    c = resume.counters if resume else Counters()
+    drop_rows_after(cfg.run_dir, c.timesteps, c.elapsed)
     cfg.save(cfg.run_dir / "config.json")
     print(f"run folder {cfg.run_dir}; preset {cfg.preset}; {cfg.env_name}", flush=True)
     return cfg, resume
@@ -356,9 +398,10 @@ def prepare(overrides: dict, fresh: bool, world_size: int) -> tuple[Config, dict
 
 def start(
     overrides: dict, fresh: bool = False, max_seconds: float | None = None, max_steps: int | None = None
-) -> dict:
-    """Set up (rank 0), share the config and checkpoint with the other ranks, and train."""
-    cfg = resolve(overrides)  # every rank checks the flags before joining the group
+) -> Counters:
+    """`ppo1 train`: resolve the flags (every rank, before joining the group), set up on rank 0, share
+    the config and checkpoint with the other ranks, and train."""
+    cfg = resolve(overrides)
     device = pick_device(cfg.device)
     d = distributed.init(cfg.dist_timeout, device)
     if device.type == "cuda" and d.active:
@@ -368,7 +411,7 @@ def start(
         error, resume = None, None
         if d.rank == 0:
             try:
-                cfg, resume = prepare(overrides, fresh, d.world_size)
+                cfg, resume = prepare(cfg, overrides, fresh, d.world_size)
             except ConfigError as e:
                 error = str(e)
         error, cfg, resume = d.broadcast_object((error, cfg, resume))
