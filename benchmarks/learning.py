@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ppo1.cli import add_config_flags  # noqa: E402
 from ppo1.config import resolve  # noqa: E402
 from ppo1.envs import FRAME_SKIP, parse_env_name  # noqa: E402
-from ppo1.train import start  # noqa: E402
+from ppo1.trainer import start  # noqa: E402
 
 
 def read_monitor(path: Path) -> list[tuple[float, int, float]]:

@@ -7,14 +7,14 @@ acts), built once from the command line; `open_agent()` checks it and loads the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
-from ppo1 import checkpoint
-from ppo1.checkpoint import TrainState
+from ppo1.checkpoint import AGENT_HINT, CHECKPOINT, TrainState, load_state
 from ppo1.config import Config, resolve
 from ppo1.envs import (
     EnvSpec,
@@ -24,6 +24,7 @@ from ppo1.envs import (
     env_dims,
     parse_env_name,
     protocol_settings,
+    render_env,
 )
 from ppo1.errors import ConfigError, first_line
 from ppo1.policies import CnnPolicy, MlpPolicy, make_policy, pick_device, sample
@@ -51,6 +52,7 @@ class AgentOptions:
     allow_random: bool  # no checkpoint: an untrained policy instead of an error
     device: str
     torch_threads: int  # 0: the number of cores
+    checkpoint: str | None = None  # a checkpoint file instead of the run folder's
 
     def check(self) -> None:
         """ConfigError for a bad value (one at a time, in this order)."""
@@ -65,11 +67,30 @@ class AgentOptions:
 
 @dataclass
 class Agent:
+    """A trained policy with the config it was trained under (`ppo1.load` gives one)."""
+
     policy: Policy
     cfg: Config  # the run's saved config (the env it was trained on), env_name as used now
     trained_env: str  # the env name it was trained under: sets the default protocol
     step: int  # agent steps trained (0 for an untrained policy)
     path: Path | None  # the checkpoint, None for an untrained policy
+    seed: int = 0  # of the generator act() samples with
+    _picker: ActionPicker | None = field(default=None, repr=False)
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions for observations of `make_env()`'s kind, one (C, 84, 84) / (D,) or a batch: the
+        most likely ones, or drawn from a generator seeded with `seed` (as `ppo1 evaluate --seed`)."""
+        if self._picker is None:
+            self._picker = ActionPicker(self.policy, False, self.seed, next(self.policy.parameters()).device)
+        obs = np.asarray(obs)
+        one = obs.ndim == len(env_dims(self.spec, self.cfg.frame_stacking)[0])
+        actions = self._picker.pick(obs[None] if one else obs, deterministic)
+        return actions[0] if one else actions
+
+    def make_env(self, protocol: str | None = None, render_mode: str | None = None) -> gym.Env:
+        """One gymnasium env as the agent sees it under `protocol` (default: its training one), with
+        the evaluation wrappers: full games, real scores."""
+        return render_env(self.spec, render_mode, self.cfg.frame_stacking, self.protocol(protocol))
 
     @property
     def spec(self) -> EnvSpec:
@@ -102,6 +123,7 @@ def open_agent(opts: AgentOptions) -> Agent:
         allow_random=opts.allow_random,
         seed=opts.seed,
         device=opts.device,
+        checkpoint=opts.checkpoint,
     )
 
 
@@ -114,9 +136,11 @@ def load_agent(
     allow_random: bool = False,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    checkpoint: str | Path | None = None,
 ) -> Agent:
-    """The policy of run `<checkpoint_dir>/<model_name>` (empty model_name: <Game>-<preset>), with
-    the config it was trained under. env_name given explicitly must be the checkpoint's game.
+    """The policy of run `<checkpoint_dir>/<model_name>` (empty model_name: <Game>-<preset>), or of
+    the checkpoint file `checkpoint`, with the config it was trained under. env_name given
+    explicitly must be the checkpoint's game.
 
     No checkpoint: ConfigError, unless allow_random, which builds a freshly initialized policy
     (seeded with `seed`) for the run's saved config.json, or for the flags given.
@@ -125,8 +149,8 @@ def load_agent(
     given = {k: v for k, v in given.items() if v is not None}
     cfg = resolve(given)
     device = pick_device(device)
-    path = cfg.run_dir / checkpoint.CHECKPOINT
-    state, saved = _read_run(cfg.run_dir, allow_random)
+    path = Path(checkpoint) if checkpoint is not None else cfg.run_dir / CHECKPOINT
+    state, saved = _read_run(path, allow_random)
     trained_env = cfg.env_name
     if saved is not None:
         trained = parse_env_name(saved["env_name"])
@@ -143,21 +167,22 @@ def load_agent(
     policy = _build_policy(cfg, state, path, seed)
     policy.to(device).eval()
     if state is None:
-        return Agent(policy, cfg, trained_env, 0, None)
-    return Agent(policy, cfg, trained_env, state.counters.timesteps, path)
+        return Agent(policy, cfg, trained_env, 0, None, seed)
+    return Agent(policy, cfg, trained_env, state.counters.timesteps, path, seed)
 
 
-def _read_run(run_dir: Path, allow_random: bool) -> tuple[TrainState | None, dict | None]:
+def _read_run(path: Path, allow_random: bool) -> tuple[TrainState | None, dict | None]:
     """(the checkpoint's state, the config it was trained under); no checkpoint: (None, the
-    config.json if any) with allow_random, else ConfigError."""
-    path = run_dir / checkpoint.CHECKPOINT
-    if path.exists():
-        state = checkpoint.load_state(path, hint=checkpoint.AGENT_HINT)
+    config.json beside it, if any) with allow_random, else ConfigError."""
+    if path.is_file():
+        state = load_state(path, hint=AGENT_HINT)
         return state, state.config
     if allow_random:
-        return None, _read_config_json(run_dir)
+        return None, _read_config_json(path.parent)
+    if path.name != CHECKPOINT:
+        raise ConfigError(f"no checkpoint file {path}")
     raise ConfigError(
-        f"no checkpoint in {run_dir} (no {checkpoint.CHECKPOINT}): train one with `ppo1 train`, "
+        f"no checkpoint in {path.parent} (no {CHECKPOINT}): train one with `ppo1 train`, "
         "or pass --allow_random to run an untrained policy"
     )
 
@@ -204,11 +229,14 @@ class ActionPicker:
         self.policy, self.deterministic, self.device = policy, deterministic, device
         self.generator = torch.Generator().manual_seed(seed)
 
-    @torch.inference_mode()
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Actions for a batch of observations (N, ...)."""
+        return self.pick(obs, self.deterministic)
+
+    @torch.inference_mode()
+    def pick(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
         pd, _ = self.policy.dist(torch.from_numpy(np.ascontiguousarray(obs)).to(self.device))
-        actions = pd.mode if self.deterministic else sample(pd, self.generator)
+        actions = pd.mode if deterministic else sample(pd, self.generator)
         return actions.cpu().numpy()
 
     def one(self, obs: np.ndarray) -> int | np.ndarray:

@@ -11,13 +11,6 @@ from pathlib import Path
 from ppo1.config import CHOICES, PRESETS, Config, field_docs
 from ppo1.errors import ConfigError, RankFailure, SaveError
 
-# Idle OpenMP threads sleep instead of spinning, so that torch's workers leave the cores to
-# ale-py's emulator threads between forward passes: on 2 cores the rollout's inference takes
-# 5-6 s instead of 8-10 s per 13k steps and the whole loop runs about 9% faster (README,
-# Throughput). libgomp reads it when torch is first imported, which is after this line; a value
-# the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 
 class UsageError(Exception):
     pass
@@ -121,6 +114,11 @@ def _add_run_flags(parser: argparse.ArgumentParser, episodes_help: str) -> None:
         "--preset",
         choices=CHOICES["preset"],
         help="with no --model_name, the run folder is <Game>-<preset> (default: ppo-paper)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="a checkpoint file to load instead of the run folder's checkpoint.pt (a shipped agent)",
     )
     parser.add_argument(*_spellings("episodes"), dest="episodes", type=_int, default=1, help=episodes_help)
     parser.add_argument(
@@ -241,7 +239,7 @@ def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "fresh")}
-        from ppo1.train import start  # resolves the flags once, before anything is written
+        from ppo1.trainer import start  # resolves the flags once, before anything is written
 
         start(overrides, fresh=args.fresh)
     elif args.command in ("evaluate", "movie", "play"):

@@ -67,6 +67,16 @@ class Config:
     """Folder for videos and GIFs."""
     save_interval: int = 10
     """Write a checkpoint every this many iterations (and at the end and on interrupt)."""
+    log_interval: int = 10
+    """Print the iteration table every this many iterations (about every 15-20 s with ppo-paper on a
+    2-core CPU); progress.csv, TensorBoard and --track get every iteration."""
+    track: bool = False
+    """Send every logged scalar, the config and the evaluation videos to Weights & Biases
+    (pip install -e '.[wandb]'; WANDB_MODE=offline works without a network)."""
+    wandb_project: str = "ppo1"
+    """--track: the W&B project."""
+    wandb_entity: str = ""
+    """--track: the W&B entity (user or team); empty: your default."""
     eval_interval: int = 0
     """Every this many iterations play eval_episodes full games and log EvalRewMean; 0: never."""
     eval_episodes: int = 5
@@ -239,7 +249,7 @@ def _check_counts(cfg: Config) -> None:
     """Counts, sizes, timeouts and names within what a run can hold."""
     positive = ["env_steps", "num_envs", "timesteps_per_actorbatch", "optim_epochs"]
     positive += ["optim_batchsize", "save_interval", "sync_check_interval", "env_groups", "eval_episodes"]
-    positive += ["hid_size", "num_hid_layers"]
+    positive += ["hid_size", "num_hid_layers", "log_interval"]
     for name in positive:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
@@ -289,6 +299,8 @@ def _check_ranges(cfg: Config) -> None:
             f"--optim_batchsize {cfg.optim_batchsize} is larger than the per-actor batch "
             f"--timesteps_per_actorbatch {cfg.timesteps_per_actorbatch}"
         )
+    if cfg.track and not cfg.wandb_project:
+        raise ConfigError("--track needs a --wandb_project")
     if cfg.capture_video and not cfg.eval_interval:
         raise ConfigError("--capture_video records evaluation games: give --eval_interval K too")
     if cfg.model_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.model_name):

@@ -176,7 +176,9 @@ def describe_protocol(protocol: str) -> str:
     return f"{protocol} ({noops}, {sticky_text}, {MAX_FRAMES:,}-frame cap)"
 
 
-def render_env(spec: EnvSpec, render_mode: str, frame_stack: bool, protocol: str | None = None) -> gym.Env:
+def render_env(
+    spec: EnvSpec, render_mode: str | None, frame_stack: bool, protocol: str | None = None
+) -> gym.Env:
     """One env of `spec` that renders (played under `protocol`, default the training one); a render
     that cannot work here (pygame missing, no OpenGL for MuJoCo) is a one-line error up front."""
     noop_max, sticky = protocol_settings(protocol or default_protocol(spec), spec)

@@ -10,7 +10,7 @@ import torch
 from ppo1.checkpoint import Counters
 from ppo1.config import resolve
 from ppo1.distributed import Dist
-from ppo1.train import Trainer, start
+from ppo1.trainer import Trainer, start
 
 GAME = "BreakoutNoFrameskip-v4"  # random play ends Breakout games in ~100-400 steps: monitor rows
 

@@ -19,7 +19,7 @@ from ppo1.envs import VecEnv, default_threads, env_dims, parse_env_name
 from ppo1.errors import ConfigError, RankFailure
 from ppo1.evaluate import evaluate_in_training
 from ppo1.learner import lr_multiplier, update
-from ppo1.logger import Logger, MonitorWriter, drop_rows_after, monitor_name
+from ppo1.logger import Logger, MonitorWriter, Tracker, drop_rows_after, monitor_name, require_wandb
 from ppo1.policies import make_policy, pick_device
 from ppo1.rollout import Rollout, Segment, compute_gae
 from ppo1.video import capture_video, render_env, require_ffmpeg
@@ -103,7 +103,11 @@ class Trainer:
         self.params = list(self.policy.parameters())
         self.rollout = Rollout(self.envs, self.policy, cfg.timesteps_per_actorbatch, cfg.gamma, device)
         self.monitor = MonitorWriter(cfg.run_dir / monitor_name(d.rank), cfg.env_name)
-        self.logger = Logger(cfg.run_dir, cfg.env_steps, self.counters.timesteps) if d.rank == 0 else None
+        if d.rank == 0:
+            tracker = Tracker(cfg) if cfg.track else None
+            self.logger = Logger(cfg.run_dir, cfg.env_steps, self.counters.timesteps, tracker)
+        else:
+            self.logger = None
         self.stop = StopFlag()
         # One process may drop a half-collected batch at once; ranks agree once per iteration.
         self.stop_in_rollout = self.stop if not d.active else (lambda: False)
@@ -237,15 +241,17 @@ class Trainer:
         )
 
     def log(self, row: dict) -> None:
-        """Rank 0: evaluation games when due, then the table, progress.csv, TensorBoard, the bar."""
-        cfg, step = self.cfg, self.counters.timesteps
-        if cfg.eval_interval and self.counters.iterations % cfg.eval_interval == 0:
+        """Rank 0: evaluation games when due, then progress.csv, TensorBoard, --track and the bar; the
+        table every --log_interval iterations and with every evaluation."""
+        cfg, step, iterations = self.cfg, self.counters.timesteps, self.counters.iterations
+        evaluating = cfg.eval_interval and iterations % cfg.eval_interval == 0
+        if evaluating:
             row.update(evaluate_in_training(self.policy, cfg, self.device))
             if cfg.capture_video:
                 path, gif = capture_video(self.policy, cfg, step, self.device)
-                self.logger.add_gif("eval/video", gif, step)
+                self.logger.add_video("eval/video", path, gif, step)
                 self.logger.info(f"recorded {path}")
-        self.logger.dump(row, step)
+        self.logger.dump(row, step, show=evaluating or iterations % cfg.log_interval == 0)
         self.logger.progress(step, row["StepsPerSecond"], row["EpRewMean"])
 
     def save(self) -> None:
@@ -376,6 +382,8 @@ def prepare(cfg: Config, overrides: dict, fresh: bool, world_size: int) -> tuple
     check_writable(cfg.run_dir)
     cfg, resume = (cfg, None) if fresh else load_resume(cfg, overrides, world_size)
     pick_device(cfg.device)
+    if cfg.track:
+        require_wandb()
     if cfg.capture_video:
         require_ffmpeg()
         render_env(parse_env_name(cfg.env_name), "rgb_array", cfg.frame_stacking).close()
