@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ppo1.cli import add_config_flags  # noqa: E402
 from ppo1.config import resolve  # noqa: E402
 from ppo1.envs import FRAME_SKIP, parse_env_name  # noqa: E402
-from ppo1.train import start  # noqa: E402
+from ppo1.trainer import start  # noqa: E402
 
 
 def read_monitor(path: Path) -> list[tuple[float, int, float]]:
@@ -125,10 +125,10 @@ def main() -> None:
                 "eval_std": ev["std"],
                 "eval_episodes": len(ev["scores"]),
                 "eval_protocol": ev["protocol"],
-                "agent_steps": counters["timesteps"],
-                "frames": frame_skip * counters["timesteps"],
+                "agent_steps": counters.timesteps,
+                "frames": frame_skip * counters.timesteps,
                 "wall_seconds": wall,
-                "steps_per_second": counters["timesteps"] / counters["elapsed"],
+                "steps_per_second": counters.timesteps / counters.elapsed,
                 "target": args.target,
                 "target_step": step_hit,
                 "target_seconds": time_hit,

@@ -40,7 +40,7 @@ from ppo1.config import resolve  # noqa: E402
 from ppo1.envs import VecEnv, default_threads, parse_env_name  # noqa: E402
 from ppo1.learner import ppo_loss  # noqa: E402
 from ppo1.policies import CnnPolicy, pick_device  # noqa: E402
-from ppo1.train import start  # noqa: E402
+from ppo1.trainer import start  # noqa: E402
 
 
 def rate(fn, items_per_call: int, seconds: float, warmup: int = 3, sync=lambda: None) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,75 @@ FORMAT_VERSION = 1
 # What to do about a checkpoint that cannot be used, for `ppo1 train` and for the agent commands.
 TRAIN_HINT = "move it aside or use --fresh"
 AGENT_HINT = "pick another run (--model_name, --checkpoint_dir) or retrain it with `ppo1 train --fresh`"
+
+
+@dataclass
+class Counters:
+    """Where a run is: agent steps (over all ranks), iterations, games ended, seconds trained."""
+
+    timesteps: int = 0
+    iterations: int = 0
+    episodes: int = 0
+    elapsed: float = 0.0
+
+
+@dataclass
+class TrainState:
+    """What a training checkpoint holds, read and written here alone. On disk it is a plain dict of
+    tensors, numbers and lists (so torch.load(weights_only=True) reads it), with these keys."""
+
+    model: dict  # policy.state_dict(), observation statistics included
+    optimizer: dict  # Adam's state_dict: moments and step counts
+    config: dict  # the resolved Config the run trained under
+    counters: Counters
+    recent: dict[str, list]  # the last 100 games' scores and lengths, the last 100 clipped returns
+    generator: torch.Tensor  # the minibatch-order generator, the same on every rank
+    rank_rngs: list[dict]  # each rank's {"torch": CPU state, "cuda": CUDA state or None}
+    num_actions: int
+    observation_shape: list[int]
+    world_size: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        state = {k: getattr(self, k) for k in ("model", "optimizer", "config", "recent", "num_actions")}
+        state.update(
+            counters=asdict(self.counters),
+            rng=dict(generator=self.generator, ranks=self.rank_rngs),
+            observation_shape=list(self.observation_shape),
+            world_size=self.world_size,
+        )
+        return state
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any], path: Path, hint: str = "") -> TrainState:
+        known = ("model", "optimizer", "config", "counters", "recent", "rng", "num_actions")
+        missing = [k for k in known if k not in state]
+        if missing or not isinstance(state["config"], dict):
+            raise ConfigError(
+                f"{path} is not a complete ppo1 checkpoint (no {', '.join(missing) or 'config'}); {hint}"
+            )
+        rng = state["rng"]
+        return cls(
+            model=state["model"],
+            optimizer=state["optimizer"],
+            config=state["config"],
+            counters=Counters(**state["counters"]),
+            recent=state["recent"],
+            generator=rng["generator"],
+            # Checkpoints before per-rank states held rank 0's CPU generator only.
+            rank_rngs=rng.get("ranks") or [dict(torch=rng["torch"], cuda=None)],
+            num_actions=int(state["num_actions"]),
+            observation_shape=list(state.get("observation_shape") or []),
+            world_size=int(state.get("world_size", 1)),
+        )
+
+
+def save_state(path: Path, state: TrainState) -> None:
+    save(path, state.to_dict())
+
+
+def load_state(path: Path, hint: str = "") -> TrainState:
+    hint = hint or TRAIN_HINT
+    return TrainState.from_dict(load(path, hint), path, hint)
 
 
 def save(path: Path, state: dict[str, Any]) -> None:

@@ -6,16 +6,10 @@ import argparse
 import os
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 
-from ppo1.config import CHOICES, PRESETS, Config, field_docs, resolve
+from ppo1.config import CHOICES, PRESETS, Config, field_docs
 from ppo1.errors import ConfigError, RankFailure, SaveError
-
-# Idle OpenMP threads sleep instead of spinning, so that torch's workers leave the cores to
-# ale-py's emulator threads between forward passes: on 2 cores the rollout's inference takes
-# 5-6 s instead of 8-10 s per 13k steps and the whole loop runs about 9% faster (README,
-# Throughput). libgomp reads it when torch is first imported, which is after this line; a value
-# the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class UsageError(Exception):
@@ -107,6 +101,7 @@ def build_parser() -> Parser:
         help="start over: move the old run folder aside (never deleted)",
     )
     add_agent_commands(sub)
+    add_plot_command(sub)
     return parser
 
 
@@ -119,6 +114,11 @@ def _add_run_flags(parser: argparse.ArgumentParser, episodes_help: str) -> None:
         "--preset",
         choices=CHOICES["preset"],
         help="with no --model_name, the run folder is <Game>-<preset> (default: ppo-paper)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="a checkpoint file to load instead of the run folder's checkpoint.pt (a shipped agent)",
     )
     parser.add_argument(*_spellings("episodes"), dest="episodes", type=_int, default=1, help=episodes_help)
     parser.add_argument(
@@ -147,7 +147,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, episodes_help: str) -> None:
 
 
 def add_agent_commands(sub) -> None:
-    """evaluate, movie, play and plot."""
+    """evaluate, movie and play."""
     ev = sub.add_parser(
         "evaluate",
         help="score an agent over full games",
@@ -200,6 +200,9 @@ def add_agent_commands(sub) -> None:
         "the game faster than its own 60 frames/s, so more than 15 has no effect)",
     )
 
+
+def add_plot_command(sub) -> None:
+    """plot: learning curves from run folders."""
     plot = sub.add_parser(
         "plot",
         help="draw learning curves of runs",
@@ -216,26 +219,31 @@ def add_agent_commands(sub) -> None:
     )
 
 
+def run_agent_command(args: argparse.Namespace) -> int:
+    """evaluate, movie, play: the flags they share as one AgentOptions, the others as arguments."""
+    from ppo1.agent import AgentOptions  # imports torch, which train's flag checks and plot do without
+
+    opts = AgentOptions(**{f.name: getattr(args, f.name) for f in fields(AgentOptions)})
+    if args.command == "evaluate":
+        from ppo1.evaluate import run_evaluate
+
+        return run_evaluate(opts, Path(args.json) if args.json else None, args.num_envs, args.env_threads)
+    from ppo1.video import run_movie, run_play
+
+    if args.command == "movie":
+        return run_movie(opts, args.asset_dir, args.gif, args.fps, args.scale)
+    return run_play(opts, args.fps)
+
+
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "fresh")}
-        resolve(overrides)  # bad flags fail here, before torch is imported
-        from ppo1.train import start
+        from ppo1.trainer import start  # resolves the flags once, before anything is written
 
         start(overrides, fresh=args.fresh)
-    elif args.command == "evaluate":
-        from ppo1.evaluate import run_evaluate
-
-        return run_evaluate(args)
-    elif args.command == "movie":
-        from ppo1.video import run_movie
-
-        return run_movie(args)
-    elif args.command == "play":
-        from ppo1.video import run_play
-
-        return run_play(args)
+    elif args.command in ("evaluate", "movie", "play"):
+        return run_agent_command(args)
     elif args.command == "plot":
         from ppo1.plot import run_plot
 

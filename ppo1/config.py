@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ppo1.errors import ConfigError, RankFailure  # noqa: F401 (re-exported)
+from ppo1.errors import ConfigError
 
 
 @dataclass
@@ -67,6 +67,16 @@ class Config:
     """Folder for videos and GIFs."""
     save_interval: int = 10
     """Write a checkpoint every this many iterations (and at the end and on interrupt)."""
+    log_interval: int = 10
+    """Print the iteration table every this many iterations (about every 15-20 s with ppo-paper on a
+    2-core CPU); progress.csv, TensorBoard and --track get every iteration."""
+    track: bool = False
+    """Send every logged scalar, the config and the evaluation videos to Weights & Biases
+    (pip install -e '.[wandb]'; WANDB_MODE=offline works without a network)."""
+    wandb_project: str = "ppo1"
+    """--track: the W&B project."""
+    wandb_entity: str = ""
+    """--track: the W&B entity (user or team); empty: your default."""
     eval_interval: int = 0
     """Every this many iterations play eval_episodes full games and log EvalRewMean; 0: never."""
     eval_episodes: int = 5
@@ -211,6 +221,13 @@ def default_preset(env_name: str) -> str:
 
 def validate(cfg: Config) -> None:
     """Raise ConfigError with a one-line message for any nonsensical setting."""
+    _check_env(cfg)
+    _check_counts(cfg)
+    _check_ranges(cfg)
+
+
+def _check_env(cfg: Config) -> None:
+    """The env exists and fits the network; the named choices are valid."""
     from ppo1.envs import check_spaces, parse_env_name, probe_spaces
 
     spec = parse_env_name(cfg.env_name)
@@ -226,9 +243,13 @@ def validate(cfg: Config) -> None:
             f"--model_type {cfg.model_type} is a CNN for Atari frames; {cfg.env_name} needs --model_type "
             f"mlp (or --preset {default_preset(cfg.env_name)})"
         )
+
+
+def _check_counts(cfg: Config) -> None:
+    """Counts, sizes, timeouts and names within what a run can hold."""
     positive = ["env_steps", "num_envs", "timesteps_per_actorbatch", "optim_epochs"]
     positive += ["optim_batchsize", "save_interval", "sync_check_interval", "env_groups", "eval_episodes"]
-    positive += ["hid_size", "num_hid_layers"]
+    positive += ["hid_size", "num_hid_layers", "log_interval"]
     for name in positive:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
@@ -255,6 +276,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"--model_name is {len(cfg.model_name)} characters long; at most 200")
     if cfg.dist_timeout <= 0:
         raise ConfigError(f"--dist_timeout must be positive, got {cfg.dist_timeout}")
+
+
+def _check_ranges(cfg: Config) -> None:
+    """The algorithm's coefficients in their ranges, and the flags that depend on each other."""
     if not 0.0 < cfg.gamma <= 1.0:
         raise ConfigError(f"--gamma must be in (0, 1], got {cfg.gamma}")
     if not 0.0 <= cfg.lam <= 1.0:
@@ -274,6 +299,8 @@ def validate(cfg: Config) -> None:
             f"--optim_batchsize {cfg.optim_batchsize} is larger than the per-actor batch "
             f"--timesteps_per_actorbatch {cfg.timesteps_per_actorbatch}"
         )
+    if cfg.track and not cfg.wandb_project:
+        raise ConfigError("--track needs a --wandb_project")
     if cfg.capture_video and not cfg.eval_interval:
         raise ConfigError("--capture_video records evaluation games: give --eval_interval K too")
     if cfg.model_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.model_name):

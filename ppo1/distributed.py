@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from ppo1.config import RankFailure
+from ppo1.errors import RankFailure
 
 
 def launcher_env() -> tuple[int, int, int, int]:

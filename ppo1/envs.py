@@ -1,4 +1,5 @@
-"""Environments: name parsing, the training/evaluation vector env, the gymnasium path.
+"""Environments: name parsing, evaluation protocols, the training/evaluation vector env, the
+gymnasium path (and the rendering env of movie, play and --capture_video).
 
 Atari games have two backends that give the same observations and the same semantics:
 - "ale": ale-py's C++ vector env (threads, preprocessing in C++), the training backend;
@@ -24,8 +25,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from ppo1.config import ConfigError
-from ppo1.errors import first_line
+from ppo1.errors import ConfigError, first_line
 
 gym.register_envs(ale_py)
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr: errors stay one line
@@ -35,6 +35,16 @@ FRAME_SKIP = 4  # baselines MaxAndSkipEnv(skip=4): max-pool over the last 2 of 4
 MAX_FRAMES = 108_000  # 30 minutes at 60 Hz, the DQN / PPO-paper episode cap
 STICKY_V5 = 0.25  # ALE/*-v5 sticky actions (Machado et al. 2018)
 
+# Evaluation protocols: name -> (no-op starts at most, sticky-action probability). Both Atari ones
+# keep the 108,000-frame cap.
+PROTOCOLS: dict[str, tuple[int, float]] = {
+    # DQN (Mnih et al. 2015) / PPO paper: up to 30 no-op starts, deterministic emulator.
+    "paper": (NOOP_MAX, 0.0),
+    # Machado et al. 2018 ("Revisiting the ALE"): sticky actions 0.25, no no-op starts.
+    "machado": (0, STICKY_V5),
+    # Not Atari: the env's own episodes and time limit.
+    "env": (0, 0.0),
+}
 
 MUJOCO_EXTRA = "pip install -e '.[mujoco]'"
 
@@ -134,6 +144,60 @@ def make_gym_env(
     env = FireOnReset(env)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=FRAME_SKIP)
     return gym.wrappers.FrameStackObservation(env, 4 if frame_stack else 1, padding_type="zero")
+
+
+def default_protocol(spec: EnvSpec) -> str:
+    """The protocol an agent trained on `spec` was trained under: ALE/*-v5 (sticky) -> machado."""
+    if not spec.atari:
+        return "env"
+    return "machado" if spec.sticky > 0 else "paper"
+
+
+def protocol_settings(protocol: str, spec: EnvSpec | None = None) -> tuple[int, float]:
+    """(no-op starts at most, sticky-action probability) of `protocol`; ConfigError for an unknown
+    name, or for one that is not for `spec` (env for an Atari game, paper or machado for others)."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown --protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if spec is not None and spec.atari == (protocol == "env"):
+        raise ConfigError(
+            f"--protocol {protocol} is not for {spec.name}; use --protocol {default_protocol(spec)}"
+            + (" (paper or machado)" if spec.atari else "")
+        )
+    return PROTOCOLS[protocol]
+
+
+def describe_protocol(protocol: str) -> str:
+    """The protocol in words, for the commands' first line."""
+    if protocol == "env":
+        return "env (the env's own episodes and time limit)"
+    noop_max, sticky = protocol_settings(protocol)
+    noops = f"up to {noop_max} no-op starts" if noop_max else "no no-op starts"
+    sticky_text = f"sticky actions {sticky:g}" if sticky else "no sticky actions"
+    return f"{protocol} ({noops}, {sticky_text}, {MAX_FRAMES:,}-frame cap)"
+
+
+def render_env(
+    spec: EnvSpec, render_mode: str | None, frame_stack: bool, protocol: str | None = None
+) -> gym.Env:
+    """One env of `spec` that renders (played under `protocol`, default the training one); a render
+    that cannot work here (pygame missing, no OpenGL for MuJoCo) is a one-line error up front."""
+    noop_max, sticky = protocol_settings(protocol or default_protocol(spec), spec)
+    env = None
+    try:
+        env = make_gym_env(
+            spec, frame_stack=frame_stack, noop_max=noop_max, sticky=sticky, render_mode=render_mode
+        )
+        if render_mode == "rgb_array" and not spec.atari:
+            env.reset(seed=0)
+            env.render()
+    except Exception as e:
+        if env is not None:
+            env.close()
+        if spec.atari:
+            raise
+        first = first_line(e)
+        raise ConfigError(f"cannot render {spec.name} here: {first}") from None
+    return env
 
 
 def default_threads() -> int:

@@ -101,7 +101,9 @@ def update(
         mean, std = moments(advantages) if moments else (advantages.mean(), advantages.std(correction=0))
         advantages = standardize(advantages, mean, std)
 
-    clip = epsilon * lrmult  # pposgd_simple: clip_param = clip_param * lrmult
+    # The PPO paper's alpha anneals the clip too (Table 5); baselines' ppo1 did so from its first
+    # commit (da99706) to c5b1a1b, and dropped it in b875fb7: 8a97e0d's clip is constant.
+    clip = epsilon * lrmult
     for group in optimizer.param_groups:
         group["lr"] = optim_stepsize * lrmult
     totals: dict[str, torch.Tensor] = {}

@@ -7,9 +7,13 @@ import json
 import struct
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from tqdm import tqdm
+
+from ppo1.config import Config
+from ppo1.errors import ConfigError
 
 PROGRESS = "progress.csv"
 
@@ -78,13 +82,55 @@ class MonitorWriter:
         self.file.close()
 
 
-class Logger:
-    """Rank 0's table, CSV, TensorBoard and progress bar."""
+WANDB_EXTRA = "pip install -e '.[wandb]'"
+WANDB_ID = "wandb_run_id"  # in the run folder: a resumed run continues the same W&B run
 
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int):
+
+def require_wandb():
+    """The wandb package, or a one-line error naming the extra."""
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError(f"--track needs wandb, an optional extra: {WANDB_EXTRA}") from None
+    return wandb
+
+
+class Tracker:
+    """--track: the same scalars as TensorBoard, the resolved config and the evaluation videos, in
+    one W&B run per run folder (CleanRL's --track, --wandb_project_name, --wandb_entity)."""
+
+    def __init__(self, cfg: Config):
+        self.wandb = require_wandb()
+        id_file = cfg.run_dir / WANDB_ID
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
+        self.run = self.wandb.init(
+            project=cfg.wandb_project,
+            entity=cfg.wandb_entity or None,
+            name=cfg.run_name,
+            id=run_id,
+            resume="allow",
+            config=cfg.to_dict(),
+            dir=str(cfg.run_dir),
+        )
+        id_file.write_text(run_id + "\n")
+
+    def log(self, row: dict, step: int) -> None:
+        self.run.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
+
+    def video(self, tag: str, path: Path, step: int) -> None:
+        self.run.log({tag: self.wandb.Video(str(path), format="mp4")}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class Logger:
+    """Rank 0's table, CSV, TensorBoard, progress bar, and the tracker (--track) if there is one."""
+
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, tracker: Tracker | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.run_dir = run_dir
+        self.run_dir, self.tracker = run_dir, tracker
         self.csv_path = run_dir / PROGRESS
         self.fieldnames: list[str] = []
         if self.csv_path.exists() and self.csv_path.stat().st_size > 0:
@@ -108,8 +154,10 @@ class Logger:
         else:
             self.bar.write(msg)
 
-    def dump(self, row: dict[str, float | int], step: int) -> None:
-        self.info(format_table(row))
+    def dump(self, row: dict[str, float | int], step: int, show: bool = True) -> None:
+        """Every row to progress.csv, TensorBoard and the tracker; the table only if `show`."""
+        if show:
+            self.info(format_table(row))
         new = [k for k in row if k not in self.fieldnames]
         if new:
             self._add_columns(new)
@@ -119,6 +167,8 @@ class Logger:
             if isinstance(v, (int, float)):
                 self.tb.add_scalar(k, v, step)
         self.tb.flush()
+        if self.tracker is not None:
+            self.tracker.log(row, step)
 
     def _add_columns(self, names: list[str]) -> None:
         """A key first logged now (a new column): rewrite the file with the wider header, older rows
@@ -135,6 +185,12 @@ class Logger:
         tmp.replace(self.csv_path)
         self.csv_file = self.csv_path.open("a", newline="")
 
+    def add_video(self, tag: str, mp4: Path, gif: bytes, step: int) -> None:
+        """An evaluation game: the MP4 to the tracker, the GIF to TensorBoard."""
+        self.add_gif(tag, gif, step)
+        if self.tracker is not None:
+            self.tracker.video(tag, mp4, step)
+
     def add_gif(self, tag: str, gif: bytes, step: int) -> None:
         """An animated GIF in TensorBoard's Images tab (what SummaryWriter.add_video writes, without
         its moviepy dependency)."""
@@ -147,9 +203,11 @@ class Logger:
 
     def progress(self, step: int, sps: float, score: float) -> None:
         self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(sps=f"{sps:.0f}", score=f"{score:.1f}", refresh=False)
+        self.bar.set_postfix(sps=f"{sps:.0f}", last100=f"{score:.1f}", refresh=False)
 
     def close(self) -> None:
         self.bar.close()
         self.csv_file.close()
         self.tb.close()
+        if self.tracker is not None:
+            self.tracker.close()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ppo1.config import ConfigError
 from ppo1.envs import FRAME_SKIP, parse_env_name
+from ppo1.errors import ConfigError
 
 SEED_SUFFIX = re.compile(r"[-_](?:seed|s)\d+$", re.IGNORECASE)
 MONITOR_FILE = re.compile(r"monitor(?:\.\d+)?\.csv")

@@ -5,12 +5,17 @@ observations. Both give `dist(obs)` (the action distribution and the values) and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from ppo1.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ppo1.rollout import Segment
 
 
 def pick_device(name: str | torch.device) -> torch.device:
@@ -107,6 +112,9 @@ class CnnPolicy(nn.Module):
         # No argument validation: a NaN must reach the loss, where the training loop reports it.
         return Categorical(logits=logits, validate_args=False), values
 
+    def update_statistics(self, seg: Segment, all_sum: Callable | None = None) -> None:
+        """Frames need no running statistics (they are divided by 255): nothing to do."""
+
 
 class RunningMeanStd(nn.Module):
     """baselines common/mpi_running_mean_std.py: float64 running sums of x and x^2 and a count,
@@ -169,6 +177,17 @@ class MlpPolicy(nn.Module):
         """obs (B, D) -> action mean or logits (B, A), values (B,)."""
         x = ((obs.double() - self.ob_rms.mean) / self.ob_rms.std).clamp(-5.0, 5.0).float()
         return self.pi(x), self.vf(x).squeeze(-1)
+
+    def update_statistics(self, seg: Segment, all_sum: Callable | None = None) -> None:
+        """baselines: pi.ob_rms.update(ob) with each iteration's batch before the epochs (all_sum
+        pools it over ranks); oldpi copies pi with its new statistics, so the old log-probs are
+        recomputed with them and the ratio starts at 1."""
+        self.ob_rms.update(seg.obs, all_sum)
+        with torch.no_grad():
+            flat = seg.obs.reshape(-1, *seg.obs.shape[2:])
+            pd, _ = self.dist(flat)
+            actions = seg.actions.reshape(flat.shape[0], *seg.actions.shape[2:])
+            seg.log_probs = pd.log_prob(actions).reshape(seg.log_probs.shape)
 
     def dist(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
         out, values = self(obs)

@@ -1,10 +1,10 @@
 """`ppo1 movie` (MP4 / GIF of full games) and `ppo1 play` (a window, in real time).
 
-Both run the agent in one gymnasium env (ppo1.envs.make_gym_env) with the evaluation semantics:
-full games, real scores. The movie has one colour frame per agent step (the last of the 4
-emulator frames each step repeats its action), at 15 frames per second = 60 Hz / frameskip 4,
-so it plays at the game's own speed. Frames are streamed to ffmpeg as they are rendered:
-memory stays flat however long the game.
+Both run the agent in one gymnasium env (ppo1.envs.render_env) with the evaluation semantics:
+full games, real scores, stepped by the same loop (`play_game`). The movie has one colour frame
+per agent step (the last of the 4 emulator frames each step repeats its action), at 15 frames
+per second = 60 Hz / frameskip 4, so it plays at the game's own speed. Frames are streamed to
+ffmpeg as they are rendered: memory stays flat however long the game.
 """
 
 from __future__ import annotations
@@ -12,23 +12,20 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
+import gymnasium as gym
 import numpy as np
+import torch
 
-from ppo1.config import Config, ConfigError
-from ppo1.envs import FRAME_SKIP, EnvSpec, make_gym_env, parse_env_name
-from ppo1.errors import first_line
-from ppo1.evaluate import (
-    EVAL_SEED,
-    ActionPicker,
-    Agent,
-    default_protocol,
-    describe_protocol,
-    load_agent_from_args,
-    policy_in_channels,
-    protocol_settings,
-)
+from ppo1.agent import ActionPicker, Agent, AgentOptions, Policy, open_agent, policy_in_channels
+from ppo1.config import Config
+from ppo1.envs import FRAME_SKIP, EnvSpec, parse_env_name, render_env
+from ppo1.errors import ConfigError
+from ppo1.evaluate import EVAL_SEED
 from ppo1.policies import pick_device
 
 ATARI_HZ = 60
@@ -36,7 +33,7 @@ MOVIE_FPS = ATARI_HZ / FRAME_SKIP  # one frame per agent step, in real time
 VIDEO_EXTRA = "pip install -e '.[video]'"
 
 
-def require_ffmpeg():
+def require_ffmpeg() -> ModuleType:
     """imageio-ffmpeg (with its own ffmpeg binary), or a one-line error naming the extra."""
     try:
         import imageio_ffmpeg
@@ -78,73 +75,76 @@ class VideoWriter:
 
 
 def movie_name(title: str, score: float, step: int, ext: str, game: int | None = None) -> str:
+    """<Game>-score-<score>-step-<step>[-game<n>].<ext>"""
     score_text = f"{score:g}" if float(score).is_integer() else f"{score:.1f}"
     suffix = f"-game{game}" if game is not None else ""
     return f"{title}-score-{score_text}-step-{step}{suffix}.{ext}"
 
 
-def _env_for(agent: Agent, protocol: str, render_mode: str):
-    return render_env(agent.spec, render_mode, policy_in_channels(agent.policy) > 1, protocol)
-
-
-def one_action(pick: ActionPicker, obs: np.ndarray):
-    """The picker's action for one env's observation: an int (Discrete) or an array (Box)."""
-    action = pick(obs[None])[0]
-    return action.item() if action.ndim == 0 else action
-
-
-def movie_fps(spec: EnvSpec, env) -> float:
+def movie_fps(spec: EnvSpec, env: gym.Env) -> float:
     """Real time: Atari 60 Hz / frameskip 4; other envs their render_fps."""
     return MOVIE_FPS if spec.atari else float(env.metadata.get("render_fps") or 30)
 
 
-def render_env(spec: EnvSpec, render_mode: str, frame_stack: bool = True, protocol: str | None = None):
-    """One env of `spec` that renders (played under `protocol`, default the training one); a render
-    that cannot work here (pygame missing, no OpenGL for MuJoCo) is a one-line error up front."""
-    noop_max, sticky = protocol_settings(protocol or default_protocol(spec), spec)
-    env = None
-    try:
-        env = make_gym_env(
-            spec, frame_stack=frame_stack, noop_max=noop_max, sticky=sticky, render_mode=render_mode
-        )
-        if render_mode == "rgb_array" and not spec.atari:
-            env.reset(seed=0)
-            env.render()
-    except Exception as e:
-        if env is not None:
-            env.close()
-        if spec.atari:
-            raise
-        first = first_line(e)
-        raise ConfigError(f"cannot render {spec.name} here: {first}") from None
-    return env
+@dataclass
+class Game:
+    """A game being played: its score and agent steps so far."""
+
+    score: float = 0.0
+    steps: int = 0
+    over: bool = False
 
 
-def record_game(env, pick: ActionPicker, paths: list[Path], fps: float, scale: int, seed: int):
+def play_game(env: gym.Env, pick: ActionPicker, seed: int) -> Iterator[Game]:
+    """Play one full game from env.reset(seed=seed), yielding the game (one record, updated) after
+    the reset and after every agent step: the caller renders, writes or waits there."""
+    obs, _ = env.reset(seed=seed)
+    game = Game()
+    yield game
+    while not game.over:
+        obs, reward, terminated, truncated, _ = env.step(pick.one(obs))
+        game.score += float(reward)
+        game.steps += 1
+        game.over = terminated or truncated
+        yield game
+
+
+def paced(steps: Iterator[Game], fps: float) -> Iterator[Game]:
+    """`steps` at most `fps` a second, the clock starting at the reset."""
+    next_time = 0.0
+    for game in steps:
+        if game.steps == 0:
+            next_time = time.perf_counter()
+        else:
+            next_time += 1.0 / fps
+            delay = next_time - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_time = time.perf_counter()  # running late: do not rush to catch up
+        yield game
+
+
+def record_game(
+    env: gym.Env, pick: ActionPicker, paths: list[Path], fps: float, scale: int, seed: int
+) -> tuple[float, int, int]:
     """Play one full game, writing a frame after the reset and after every agent step to each of
     `paths` (MP4 or GIF by suffix) at once. Returns (score, agent steps, frames written)."""
-    obs, _ = env.reset(seed=seed)
-    frame = env.render()
-    writers = [VideoWriter(p, frame.shape[1], frame.shape[0], fps, scale=scale) for p in paths]
+    writers: list[VideoWriter] = []
     try:
-        for w in writers:
-            w.write(frame)
-        score, steps, over = 0.0, 0, False
-        while not over:
-            obs, reward, terminated, truncated, _ = env.step(one_action(pick, obs))
-            score += float(reward)
-            steps += 1
+        for game in play_game(env, pick, seed):
             frame = env.render()
+            if game.steps == 0:  # after the reset: the first frame sets the size
+                writers = [VideoWriter(p, frame.shape[1], frame.shape[0], fps, scale=scale) for p in paths]
             for w in writers:
                 w.write(frame)
-            over = terminated or truncated
     finally:
         for w in writers:
             w.close()
-    return score, steps, writers[0].frames
+    return game.score, game.steps, writers[0].frames
 
 
-def capture_video(policy, cfg: Config, step: int, device) -> tuple[Path, bytes]:
+def capture_video(policy: Policy, cfg: Config, step: int, device: torch.device) -> tuple[Path, bytes]:
     """`--capture_video`: one more evaluation game (seeded as the evaluation's) of the policy being
     trained, written to <run>/videos/<Game>-score-S-step-N.mp4; returns that path and the same game
     as GIF bytes, which TensorBoard shows animated."""
@@ -166,39 +166,40 @@ def capture_video(policy, cfg: Config, step: int, device) -> tuple[Path, bytes]:
         gif.unlink(missing_ok=True)
 
 
-def _load(args) -> Agent:
-    if args.fps is not None and not args.fps > 0:
-        raise ConfigError(f"--fps must be positive, got {args.fps}")
-    return load_agent_from_args(args)
+def _open(
+    opts: AgentOptions, fps: float | None, render_mode: str, rate: str
+) -> tuple[Agent, gym.Env, ActionPicker, float]:
+    """What movie and play share: load the agent, make its env, print the first line ("<fps> <rate>").
+    fps None: real time."""
+    if fps is not None and not fps > 0:
+        raise ConfigError(f"--fps must be positive, got {fps}")
+    agent = open_agent(opts)
+    protocol = agent.protocol(opts.protocol)
+    env = render_env(agent.spec, render_mode, policy_in_channels(agent.policy) > 1, protocol)
+    fps = fps or movie_fps(agent.spec, env)
+    print(agent.headline(protocol, f"{fps:g} {rate}"), flush=True)
+    pick = ActionPicker(agent.policy, opts.deterministic, opts.seed, pick_device(opts.device))
+    return agent, env, pick, fps
 
 
-def run_movie(args) -> int:
+def run_movie(opts: AgentOptions, asset_dir: str | None, gif: bool, fps: float | None, scale: int) -> int:
     """`ppo1 movie`: one file per game in <asset_dir>/<run name>/, named after game, score, step."""
-    if args.scale < 1 or args.scale > 8:
-        raise ConfigError(f"--scale must be 1 to 8, got {args.scale}")
+    if scale < 1 or scale > 8:
+        raise ConfigError(f"--scale must be 1 to 8, got {scale}")
     require_ffmpeg()
-    agent = _load(args)
-    protocol = args.protocol or default_protocol(parse_env_name(agent.trained_env))
-    env = _env_for(agent, protocol, "rgb_array")
-    fps = args.fps or movie_fps(agent.spec, env)
-    out_dir = Path(args.asset_dir or agent.cfg.asset_dir) / agent.cfg.run_name
-    ext = "gif" if args.gif else "mp4"
-    print(
-        f"{agent.spec.title} ({agent.cfg.env_name}), {agent.describe()}; protocol "
-        f"{describe_protocol(protocol)}; {fps:g} fps",
-        flush=True,
-    )
+    agent, env, pick, fps = _open(opts, fps, "rgb_array", "fps")
+    out_dir = Path(asset_dir or agent.cfg.asset_dir) / agent.cfg.run_name
+    ext = "gif" if gif else "mp4"
     out_dir.mkdir(parents=True, exist_ok=True)
-    pick = ActionPicker(agent.policy, args.deterministic, args.seed, pick_device(args.device))
     try:
-        for game in range(args.episodes):
+        for game in range(opts.episodes):
             # The name holds the score, known only at the end: write a hidden file, then rename.
             tmp = out_dir / f".{agent.spec.title}-recording-{os.getpid()}.{ext}"
-            score, steps, frames = record_game(env, pick, [tmp], fps, args.scale, args.seed + game)
+            score, steps, frames = record_game(env, pick, [tmp], fps, scale, opts.seed + game)
             if not tmp.exists():
                 raise ConfigError(f"ffmpeg wrote no {ext} file")
             name = movie_name(
-                agent.spec.title, score, agent.step, ext, game + 1 if args.episodes > 1 else None
+                agent.spec.title, score, agent.step, ext, game + 1 if opts.episodes > 1 else None
             )
             tmp.replace(out_dir / name)
             print(
@@ -220,7 +221,7 @@ def has_display() -> bool:
     return True  # macOS and Windows always have a window server for a desktop session
 
 
-def run_play(args) -> int:
+def run_play(opts: AgentOptions, fps: float | None) -> int:
     """`ppo1 play`: ALE's own window (render_mode="human"). ALE locks the emulation to the ROM's
     60 frames/s there, i.e. 15 agent steps/s; --fps below 15 slows it down further."""
     if not has_display():
@@ -228,33 +229,12 @@ def run_play(args) -> int:
             "no display to open a window on (DISPLAY and WAYLAND_DISPLAY are unset); "
             "use `ppo1 movie` to write an MP4 instead"
         )
-    agent = _load(args)
-    protocol = args.protocol or default_protocol(parse_env_name(agent.trained_env))
-    env = _env_for(agent, protocol, "human")
-    fps = args.fps or movie_fps(agent.spec, env)
-    print(
-        f"{agent.spec.title} ({agent.cfg.env_name}), {agent.describe()}; protocol "
-        f"{describe_protocol(protocol)}; {fps:g} agent steps/s; Ctrl-C stops",
-        flush=True,
-    )
-    pick = ActionPicker(agent.policy, args.deterministic, args.seed, pick_device(args.device))
+    _, env, pick, fps = _open(opts, fps, "human", "agent steps/s; Ctrl-C stops")
     try:
-        for game in range(args.episodes):
-            obs, _ = env.reset(seed=args.seed + game)
-            score, steps, over = 0.0, 0, False
-            next_time = time.perf_counter()
-            while not over:
-                obs, reward, terminated, truncated, _ = env.step(one_action(pick, obs))
-                score += float(reward)
-                steps += 1
-                over = terminated or truncated
-                next_time += 1.0 / fps
-                delay = next_time - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                else:
-                    next_time = time.perf_counter()  # running late: do not rush to catch up
-            print(f"game {game + 1}: score {score:g} in {steps} agent steps", flush=True)
+        for n in range(opts.episodes):
+            for game in paced(play_game(env, pick, opts.seed + n), fps):
+                if game.over:
+                    print(f"game {n + 1}: score {game.score:g} in {game.steps} agent steps", flush=True)
     except KeyboardInterrupt:
         print("stopped", flush=True)
         return 130

@@ -38,15 +38,21 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m ppo1 ARGS` in cwd, as a user would type it."""
+def run_cli(
+    args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m ppo1 ARGS` in cwd, as a user would type it; env: variables to add (PYTHONPATH is
+    put in front of the one there is)."""
+    full = cli_env()
+    for k, v in (env or {}).items():
+        full[k] = os.pathsep.join([v, full[k]]) if k == "PYTHONPATH" and full.get(k) else v
     return subprocess.run(
         [sys.executable, "-m", "ppo1", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=cli_env(),
+        env=full,
     )
 
 

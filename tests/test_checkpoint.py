@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ppo1 import checkpoint
-from ppo1.config import ConfigError
+from ppo1.errors import ConfigError
 from ppo1.policies import CnnPolicy
 
 

@@ -14,7 +14,8 @@ import torch
 from conftest import cli_env
 
 from ppo1.cli import build_parser
-from ppo1.config import PRESETS, Config, ConfigError, resolve
+from ppo1.config import PRESETS, Config, resolve
+from ppo1.errors import ConfigError
 
 RUN = ["--model_name", "mine"]  # the run folder the setups below fill: checkpoints/mine
 

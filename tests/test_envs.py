@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ppo1 import envs
-from ppo1.config import ConfigError
 from ppo1.envs import VecEnv, make_gym_env, parse_env_name
+from ppo1.errors import ConfigError
 from ppo1.policies import make_policy
 from ppo1.rollout import Rollout
 

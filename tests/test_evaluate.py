@@ -10,8 +10,9 @@ import torch
 from conftest import one_error_line, run_cli
 
 from ppo1 import checkpoint
-from ppo1.envs import parse_env_name
-from ppo1.evaluate import default_protocol, evaluate, load_agent
+from ppo1.agent import load_agent
+from ppo1.envs import default_protocol, parse_env_name
+from ppo1.evaluate import evaluate
 
 
 def check_stats(result: dict, episodes: int) -> None:

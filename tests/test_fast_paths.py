@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from ppo1.train import start
+from ppo1.trainer import start
 
 TINY = dict(
     env_steps=512, num_envs=4, timesteps_per_actorbatch=64, optim_batchsize=16, torch_threads=1, env_threads=1
@@ -73,11 +73,12 @@ def test_channels_last_network_computes_the_plain_losses():
 
 @pytest.mark.parametrize("user_value", [None, "ACTIVE"])
 def test_openmp_threads_sleep_by_default_before_torch_loads(user_value):
-    """ppo1.cli sets OMP_WAIT_POLICY=PASSIVE (README, Throughput) before anything imports torch,
-    since libgomp reads it only then; a value the user set is kept."""
+    """Importing ppo1 (the command or the API) sets OMP_WAIT_POLICY=PASSIVE (README, Throughput)
+    before anything imports torch, since libgomp reads it only then; a value the user set is kept."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if user_value:
         env["OMP_WAIT_POLICY"] = user_value
-    code = "import os, sys, ppo1.cli; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == [user_value or "PASSIVE", "False"]
+    for module in ("ppo1.cli", "ppo1"):
+        code = f"import os, sys, {module}; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert out.stdout.split() == [user_value or "PASSIVE", "False"], (module, out.stderr)

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import ppo1.train
+import ppo1.trainer
 from ppo1.cli import main
 
-REAL_START = ppo1.train.start
+REAL_START = ppo1.trainer.start
 
 # Text that is no number in any script (no decimal digits), no NUL (argv cannot hold one).
 WORDS = st.text(st.characters(blacklist_categories=("Nd", "Cs"), blacklist_characters="\x00"), max_size=8)
@@ -161,7 +161,7 @@ def run_in(folder: Path, argv: list[str], capfd, start=start_and_stop) -> tuple[
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        with mock.patch("ppo1.train.start", start):
+        with mock.patch("ppo1.trainer.start", start):
             main(argv)
     except SystemExit as e:
         out, err = capfd.readouterr()
@@ -222,7 +222,7 @@ def passes_the_flag_checks(argv: list[str]) -> bool:
         cwd = os.getcwd()
         os.chdir(folder)
         try:
-            with mock.patch("ppo1.train.start", _started):
+            with mock.patch("ppo1.trainer.start", _started):
                 main(argv)
         except Started:
             return True

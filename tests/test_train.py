@@ -7,8 +7,10 @@ import time
 import pytest
 import torch
 
+from ppo1.checkpoint import Counters
 from ppo1.config import resolve
-from ppo1.train import start
+from ppo1.distributed import Dist
+from ppo1.trainer import Trainer, start
 
 GAME = "BreakoutNoFrameskip-v4"  # random play ends Breakout games in ~100-400 steps: monitor rows
 
@@ -38,7 +40,7 @@ def load(run_dir):
 
 def test_same_seed_same_result(tmp_path, cli):
     counters = start(overrides(tmp_path / "a"))
-    assert (counters["timesteps"], counters["iterations"]) == (128, 2)
+    assert (counters.timesteps, counters.iterations) == (128, 2)
     start(overrides(tmp_path / "b"))
     start(overrides(tmp_path / "c", seed=1))
     a, b, c = (load(tmp_path / x / "run") for x in "abc")
@@ -56,6 +58,31 @@ def test_same_seed_same_result(tmp_path, cli):
     # Another seed: other parameters.
     differing = [k for k in a["model"] if not torch.equal(a["model"][k], c["model"][k])]
     assert len(differing) > len(a["model"]) // 2
+
+
+def test_one_iteration_counts_logs_and_saves(tmp_path, cli):
+    """The loop body alone: one iteration of 2 envs x 128 steps on Breakout (games end there)."""
+    cfg = resolve(overrides(tmp_path, env_name=GAME, timesteps_per_actorbatch=128))
+    cfg.run_dir.mkdir(parents=True)
+    run = Trainer(cfg, None, Dist(), torch.device("cpu"))
+    try:
+        row = run.iteration()
+    finally:
+        run.close()
+    games = [(float(line.split(",")[0]), int(line.split(",")[1])) for line in monitor_rows(cfg.run_dir)]
+    assert run.counters == Counters(256, 1, len(games), run.counters.elapsed)
+    assert round(run.counters.elapsed, 2) == row["TimeElapsed"] > 0
+    assert (row["TimestepsSoFar"], row["Iteration"], row["EpisodesSoFar"]) == (256, 1, len(games))
+    assert row["EpThisIter"] == len(games) >= 1
+    assert row["EpRewMean"] == pytest.approx(sum(r for r, _ in games) / len(games))
+    assert row["lrmult"] == 1.0 and row["clip"] == pytest.approx(cfg.epsilon)  # the schedule at step 0
+    for key in ("pol_surr", "pol_entpen", "vf_loss", "ent", "approx_kl", "clipfrac", "ev_tdlam_before"):
+        assert key in row
+    (logged,) = cli.progress(cfg.run_dir)
+    assert float(logged["TimestepsSoFar"]) == 256
+    assert float(logged["vf_loss"]) == pytest.approx(row["vf_loss"])
+    saved = load(cfg.run_dir)["counters"]  # save_interval 1: saved after this iteration
+    assert saved == dict(timesteps=256, iterations=1, episodes=len(games), elapsed=run.counters.elapsed)
 
 
 def test_wallclock_preset_takes_eight_times_the_gradient_steps(tmp_path):
@@ -79,7 +106,7 @@ def test_finished_run_does_nothing_more(tmp_path, cli, capsys):
     capsys.readouterr()
     counters = start(overrides(tmp_path, env_steps=64))
     assert "resuming" in capsys.readouterr().out
-    assert counters["timesteps"] == 64 and counters["iterations"] == 1
+    assert counters.timesteps == 64 and counters.iterations == 1
     assert cli.progress(tmp_path / "run") == rows
     after = load(tmp_path / "run")
     for k in before["model"]:

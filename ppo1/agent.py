@@ -1,0 +1,245 @@
+"""A trained agent, loaded from its run folder, and how it picks actions: for evaluate, movie, play.
+
+`AgentOptions` holds what those three commands share (which run, which games, how the agent
+acts), built once from the command line; `open_agent()` checks it and loads the `Agent`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from ppo1.checkpoint import AGENT_HINT, CHECKPOINT, TrainState, load_state
+from ppo1.config import Config, resolve
+from ppo1.envs import (
+    EnvSpec,
+    default_protocol,
+    default_threads,
+    describe_protocol,
+    env_dims,
+    parse_env_name,
+    protocol_settings,
+    render_env,
+)
+from ppo1.errors import ConfigError, first_line
+from ppo1.policies import CnnPolicy, MlpPolicy, make_policy, pick_device, sample
+
+Policy = CnnPolicy | MlpPolicy
+
+
+def check_episodes(episodes: int) -> None:
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be at least 1, got {episodes}")
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """The flags evaluate, movie and play share (the run's flags spelled as `ppo1 train` does)."""
+
+    env_name: str | None  # None: the env the agent was trained on
+    checkpoint_dir: str | None
+    model_name: str | None  # None: <Game>-<preset>
+    preset: str | None
+    episodes: int  # full games to play
+    protocol: str | None  # None: the one the agent was trained under
+    deterministic: bool  # the most likely action instead of a sample
+    seed: int  # game i is seeded seed + i; also the action sampling and an untrained policy
+    allow_random: bool  # no checkpoint: an untrained policy instead of an error
+    device: str
+    torch_threads: int  # 0: the number of cores
+    checkpoint: str | None = None  # a checkpoint file instead of the run folder's
+
+    def check(self) -> None:
+        """ConfigError for a bad value (one at a time, in this order)."""
+        check_episodes(self.episodes)
+        if self.protocol is not None:
+            protocol_settings(self.protocol)
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be 0 or more, got {self.seed}")
+        if self.torch_threads < 0:
+            raise ConfigError(f"--torch_threads must be 0 or more, got {self.torch_threads}")
+
+
+@dataclass
+class Agent:
+    """A trained policy with the config it was trained under (`ppo1.load` gives one)."""
+
+    policy: Policy
+    cfg: Config  # the run's saved config (the env it was trained on), env_name as used now
+    trained_env: str  # the env name it was trained under: sets the default protocol
+    step: int  # agent steps trained (0 for an untrained policy)
+    path: Path | None  # the checkpoint, None for an untrained policy
+    seed: int = 0  # of the generator act() samples with
+    _picker: ActionPicker | None = field(default=None, repr=False)
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions for observations of `make_env()`'s kind, one (C, 84, 84) / (D,) or a batch: the
+        most likely ones, or drawn from a generator seeded with `seed` (as `ppo1 evaluate --seed`)."""
+        if self._picker is None:
+            self._picker = ActionPicker(self.policy, False, self.seed, next(self.policy.parameters()).device)
+        obs = np.asarray(obs)
+        one = obs.ndim == len(env_dims(self.spec, self.cfg.frame_stacking)[0])
+        actions = self._picker.pick(obs[None] if one else obs, deterministic)
+        return actions[0] if one else actions
+
+    def make_env(self, protocol: str | None = None, render_mode: str | None = None) -> gym.Env:
+        """One gymnasium env as the agent sees it under `protocol` (default: its training one), with
+        the evaluation wrappers: full games, real scores."""
+        return render_env(self.spec, render_mode, self.cfg.frame_stacking, self.protocol(protocol))
+
+    @property
+    def spec(self) -> EnvSpec:
+        return parse_env_name(self.cfg.env_name)
+
+    def describe(self) -> str:
+        if self.path is None:
+            return f"an untrained (random) policy, {self.cfg.model_type} network"
+        return f"checkpoint {self.path} at step {self.step:,}"
+
+    def protocol(self, requested: str | None) -> str:
+        """`requested`, or else the protocol the agent was trained under."""
+        return requested or default_protocol(parse_env_name(self.trained_env))
+
+    def headline(self, protocol: str, *details: str) -> str:
+        """The first line of evaluate, movie and play: the game, the agent, the protocol, `details`."""
+        game = f"{self.spec.title} ({self.cfg.env_name}), {self.describe()}"
+        return "; ".join([game, f"protocol {describe_protocol(protocol)}", *details])
+
+
+def open_agent(opts: AgentOptions) -> Agent:
+    """Check the shared flags, set torch's threads, then load the agent."""
+    opts.check()
+    torch.set_num_threads(opts.torch_threads or default_threads())
+    return load_agent(
+        env_name=opts.env_name,
+        checkpoint_dir=opts.checkpoint_dir,
+        model_name=opts.model_name,
+        preset=opts.preset,
+        allow_random=opts.allow_random,
+        seed=opts.seed,
+        device=opts.device,
+        checkpoint=opts.checkpoint,
+    )
+
+
+def load_agent(
+    *,
+    env_name: str | None = None,
+    checkpoint_dir: str | None = None,
+    model_name: str | None = None,
+    preset: str | None = None,
+    allow_random: bool = False,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    checkpoint: str | Path | None = None,
+) -> Agent:
+    """The policy of run `<checkpoint_dir>/<model_name>` (empty model_name: <Game>-<preset>), or of
+    the checkpoint file `checkpoint`, with the config it was trained under. env_name given
+    explicitly must be the checkpoint's game.
+
+    No checkpoint: ConfigError, unless allow_random, which builds a freshly initialized policy
+    (seeded with `seed`) for the run's saved config.json, or for the flags given.
+    """
+    given = dict(env_name=env_name, checkpoint_dir=checkpoint_dir, model_name=model_name, preset=preset)
+    given = {k: v for k, v in given.items() if v is not None}
+    cfg = resolve(given)
+    device = pick_device(device)
+    path = Path(checkpoint) if checkpoint is not None else cfg.run_dir / CHECKPOINT
+    state, saved = _read_run(path, allow_random)
+    trained_env = cfg.env_name
+    if saved is not None:
+        trained = parse_env_name(saved["env_name"])
+        if env_name is not None and parse_env_name(env_name).game != trained.game:
+            where = path if state is not None else cfg.run_dir / "config.json"
+            raise ConfigError(
+                f"{where} is a {trained.title} agent ({saved['env_name']}), "
+                f"but --env_name {env_name} is {parse_env_name(env_name).title}"
+            )
+        cfg = resolve({k: v for k, v in given.items() if k != "env_name"}, base=saved)
+        trained_env = saved["env_name"]
+        if env_name is not None:
+            cfg.env_name = env_name  # the same game; the protocol decides sticky actions / no-ops
+    policy = _build_policy(cfg, state, path, seed)
+    policy.to(device).eval()
+    if state is None:
+        return Agent(policy, cfg, trained_env, 0, None, seed)
+    return Agent(policy, cfg, trained_env, state.counters.timesteps, path, seed)
+
+
+def _read_run(path: Path, allow_random: bool) -> tuple[TrainState | None, dict | None]:
+    """(the checkpoint's state, the config it was trained under); no checkpoint: (None, the
+    config.json beside it, if any) with allow_random, else ConfigError."""
+    if path.is_file():
+        state = load_state(path, hint=AGENT_HINT)
+        return state, state.config
+    if allow_random:
+        return None, _read_config_json(path.parent)
+    if path.name != CHECKPOINT:
+        raise ConfigError(f"no checkpoint file {path}")
+    raise ConfigError(
+        f"no checkpoint in {path.parent} (no {CHECKPOINT}): train one with `ppo1 train`, "
+        "or pass --allow_random to run an untrained policy"
+    )
+
+
+def _read_config_json(run_dir: Path) -> dict | None:
+    path = run_dir / "config.json"
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    if not isinstance(saved, dict) or "env_name" not in saved:
+        raise ConfigError(f"{path} is not a ppo1 config")
+    return saved
+
+
+def _build_policy(cfg: Config, state: TrainState | None, path: Path, seed: int) -> Policy:
+    """The checkpoint's weights in the network of its config; no state: fresh weights from `seed`
+    (the global torch RNG is left as it was)."""
+    shape, actions, discrete = env_dims(parse_env_name(cfg.env_name), cfg.frame_stacking)
+    args = (cfg.model_type, shape, actions, discrete, cfg.hid_size, cfg.num_hid_layers, cfg.pi_gain)
+    if state is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return make_policy(*args)
+    policy = make_policy(*args[:2], state.num_actions, *args[3:])
+    try:
+        policy.load_state_dict(state.model)
+    except (RuntimeError, KeyError) as e:
+        raise ConfigError(f"checkpoint {path} does not fit its own config ({first_line(e)[:160]})") from None
+    return policy
+
+
+def policy_in_channels(policy: Policy) -> int:
+    return getattr(policy, "in_channels", 1)
+
+
+class ActionPicker:
+    """Most likely action (deterministic) or a sample drawn from a seeded generator, so that an
+    evaluation with the same seed plays the same games; the global torch RNG is left alone."""
+
+    def __init__(self, policy: Policy, deterministic: bool, seed: int, device: torch.device):
+        self.policy, self.deterministic, self.device = policy, deterministic, device
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Actions for a batch of observations (N, ...)."""
+        return self.pick(obs, self.deterministic)
+
+    @torch.inference_mode()
+    def pick(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        pd, _ = self.policy.dist(torch.from_numpy(np.ascontiguousarray(obs)).to(self.device))
+        actions = pd.mode if deterministic else sample(pd, self.generator)
+        return actions.cpu().numpy()
+
+    def one(self, obs: np.ndarray) -> int | np.ndarray:
+        """The action for one env's observation: an int (Discrete) or an array (Box)."""
+        action = self(obs[None])[0]
+        return action.item() if action.ndim == 0 else action

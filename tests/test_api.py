@@ -1,0 +1,99 @@
+"""The Python API (ppo1.train, ppo1.load, Agent.act, ppo1.evaluate_policy): the README's example as
+written, and the same agent, actions and games as the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+import ppo1
+from ppo1.agent import ActionPicker, load_agent
+from ppo1.errors import ConfigError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_example() -> str:
+    section = README.read_text().split("## From Python", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(readme_example(), "README.md", "exec"), {})
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    rows = (tmp_path / "checkpoints" / "CartPole-classic" / "progress.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4  # the header, then 4 iterations of 8 x 128 steps
+    assert 8.0 <= float(printed) <= 500.0  # a CartPole-v1 return: 8 steps at least, 500 at most
+
+
+def test_the_api_plays_the_games_the_cli_plays(tiny, tmp_path):
+    """The same agent loaded through the API and through `ppo1 evaluate`, the same seed: the same
+    action draws, so the same games, step for step (score and length of every game)."""
+    out = tmp_path / "cli.json"
+    args = ["evaluate", "--checkpoint_dir", str(tiny), "--model_name", "tiny", "--episodes", "2"]
+    r = run_cli([*args, "--seed", "5", "--json", str(out)], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cli = json.loads(out.read_text())
+    agent = ppo1.load(tiny / "tiny", seed=5)
+    api = ppo1.evaluate_policy(agent, episodes=2, seed=5)
+    assert (api["scores"], api["lengths"]) == (cli["scores"], cli["lengths"])
+    assert api["checkpoint_step"] == cli["checkpoint_step"] == 256
+    # A checkpoint file, as --checkpoint FILE takes it: the same agent again.
+    file_agent = ppo1.load(tiny / "tiny" / "checkpoint.pt", seed=5)
+    assert ppo1.evaluate_policy(file_agent, episodes=2, seed=5)["scores"] == cli["scores"]
+    checkpoint_file = str(tiny / "tiny" / "checkpoint.pt")
+    r = run_cli(["evaluate", "--checkpoint", checkpoint_file, "--episodes", "2", "--seed", "5"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "scores: " + " ".join(f"{s:g}" for s in cli["scores"]) in r.stdout
+
+
+def test_act_draws_what_the_evaluation_picker_draws(tiny):
+    """act(obs) samples from a generator seeded at load, as the CLI's action picker with that seed;
+    deterministic=True is the most likely action; one observation gives one action."""
+    env = ppo1.load(tiny / "tiny").make_env()
+    frames = []
+    obs, _ = env.reset(seed=0)
+    for t in range(6):
+        frames.append(obs)
+        obs, *_ = env.step(t % 6)
+    env.close()
+    batch = np.stack(frames)
+    assert batch.shape == (6, 4, 84, 84) and batch.dtype == np.uint8
+    cli_policy = load_agent(checkpoint_dir=str(tiny), model_name="tiny").policy
+    picker = ActionPicker(cli_policy, False, 11, "cpu")
+    want = [picker(batch) for _ in range(3)]
+    agent = ppo1.load(tiny / "tiny", seed=11)
+    assert all(np.array_equal(agent.act(batch), w) for w in want)
+    logits, _ = cli_policy(torch.from_numpy(batch))
+    assert np.array_equal(agent.act(batch, deterministic=True), logits.argmax(-1).numpy())
+    assert agent.act(batch[0], deterministic=True) == logits[0].argmax().item()
+
+
+def test_train_takes_a_config_and_resumes(tmp_path):
+    settings = dict(env_name="CartPole-v1", env_steps=1024, checkpoint_dir=str(tmp_path), model_name="cp")
+    agent = ppo1.train(**settings)
+    assert agent.step == 1024 and agent.cfg.preset == "classic"
+    saved = ppo1.Config.from_dict(json.loads((tmp_path / "cp" / "config.json").read_text()))
+    agent = ppo1.train(saved, env_steps=2048)  # the same run, extended: a resume
+    assert agent.step == 2048
+    assert len((tmp_path / "cp" / "progress.csv").read_text().splitlines()) == 1 + 2
+    with pytest.raises(ConfigError, match="unknown setting learning_rate"):
+        ppo1.train(learning_rate=1e-3)
+
+
+def test_only_the_api_is_public_and_import_stays_light():
+    assert sorted(ppo1.__all__) == sorted(["Agent", "Config", "PRESETS", "evaluate_policy", "load", "train"])
+    with pytest.raises(AttributeError):
+        ppo1.Trainer  # noqa: B018
+    code = "import sys, ppo1; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
