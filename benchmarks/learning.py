@@ -50,16 +50,16 @@ def reached(games: list[tuple[float, int, float]], target: float) -> tuple[int |
     return None, None
 
 
-def last100_at(games: list[tuple[float, int, float]], step: int) -> float | None:
-    """Mean real score of the last 100 games that ended by agent step `step` (None: fewer games or
-    the run did not get that far)."""
+def last100_at(games: list[tuple[float, int, float]], step: int, total: int) -> float | None:
+    """Mean real score of the last 100 games that ended by agent step `step` of a run that trained
+    `total` steps (None: it did not get that far, or no game had ended)."""
     last, steps = deque(maxlen=100), 0
     for r, n, _ in games:
         if steps + n > step:
             break
         steps += n
         last.append(r)
-    if not last or sum(n for _, n, _ in games) < step:
+    if not last or step > total:
         return None
     return sum(last) / len(last)
 
@@ -92,6 +92,7 @@ def main() -> None:
     overrides["env_name"] = args.env_name
     overrides.setdefault("save_interval", 50)
     preset = resolve(overrides).preset
+    at = [int(float(a)) for a in args.at.split(",") if a]
     frame_skip = FRAME_SKIP if parse_env_name(args.env_name).atari else 1
     results = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -132,9 +133,7 @@ def main() -> None:
                 "target": args.target,
                 "target_step": step_hit,
                 "target_seconds": time_hit,
-                "last100_at": {
-                    str(int(float(a))): last100_at(games, int(float(a))) for a in args.at.split(",") if a
-                },
+                "last100_at": {str(a): last100_at(games, a, counters.timesteps) for a in at},
             }
         )
     runs = [str(args.out / r) for r in sorted(p.name for p in args.out.iterdir() if p.is_dir())]
