@@ -48,12 +48,15 @@ for steps in $((3 * PER_ITER)) $((6 * PER_ITER)); do
 done
 grep -h "^resuming" "$WORK"/dist-*.txt | tee -a "$OUT/log.txt"
 grep -q "^resuming .* at step $((3 * PER_ITER))" "$WORK/dist-$((6 * PER_ITER)).txt" || dist_ok=0
-python - "$WORK/dist/Pong-ppo-paper/checkpoint.pt" "$OUT/distributed.json" "$dist_ok" <<'EOF' || status=1
+python - "$WORK/dist/Pong-ppo-paper/checkpoint.pt" "$OUT/distributed.json" "$dist_ok" "$DEVICE" <<'EOF' || status=1
 import json, sys, torch
 ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
-ok = sys.argv[3] == "1" and ckpt["counters"]["iterations"] == 6 and len(ckpt["rng"]["ranks"]) == 2
+cuda = sys.argv[4] == "cuda"
+ranks = ckpt["rng"]["ranks"]
+ok = sys.argv[3] == "1" and ckpt["counters"]["iterations"] == 6 and len(ranks) == 2
+ok = ok and all((r.get("cuda") is not None) == cuda for r in ranks)  # each rank's CUDA generator saved
 result = {
-    "backend": "nccl" if torch.cuda.device_count() >= 2 else "gloo (no GPU per rank)",
+    "backend": "nccl" if cuda and torch.cuda.device_count() >= 2 else "gloo",
     "iterations": ckpt["counters"]["iterations"],
     "world_size": ckpt["world_size"],
     "cuda_rng_saved_per_rank": [r.get("cuda") is not None for r in ckpt["rng"]["ranks"]],

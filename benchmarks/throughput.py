@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# First, as in `ppo1 train`: importing ppo1.cli sets the OpenMP wait policy before torch loads.
+# First, as in `ppo1 train`: importing ppo1 sets the OpenMP wait policy before torch loads.
 from ppo1.cli import add_config_flags  # noqa: E402
 
 # isort: split

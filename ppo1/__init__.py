@@ -18,6 +18,10 @@ _HOMES = {"train": "api", "load": "api", "evaluate_policy": "api", "Agent": "age
 _HOMES |= {"Config": "config", "PRESETS": "config"}
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
+
 def __getattr__(name: str):
     if name in _HOMES:
         import importlib

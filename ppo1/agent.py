@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ppo1.checkpoint import AGENT_HINT, CHECKPOINT, TrainState, load_state
+from ppo1.checkpoint import CHECKPOINT, AgentState
 from ppo1.config import Config, resolve
 from ppo1.envs import (
     EnvSpec,
@@ -150,7 +150,7 @@ def load_agent(
     cfg = resolve(given)
     device = pick_device(device)
     path = Path(checkpoint) if checkpoint is not None else cfg.run_dir / CHECKPOINT
-    state, saved = _read_run(path, allow_random)
+    state, saved = _read_run(path, allow_random, explicit=checkpoint is not None)
     trained_env = cfg.env_name
     if saved is not None:
         trained = parse_env_name(saved["env_name"])
@@ -168,19 +168,20 @@ def load_agent(
     policy.to(device).eval()
     if state is None:
         return Agent(policy, cfg, trained_env, 0, None, seed)
-    return Agent(policy, cfg, trained_env, state.counters.timesteps, path, seed)
+    return Agent(policy, cfg, trained_env, state.step, path, seed)
 
 
-def _read_run(path: Path, allow_random: bool) -> tuple[TrainState | None, dict | None]:
+def _read_run(path: Path, allow_random: bool, explicit: bool) -> tuple[AgentState | None, dict | None]:
     """(the checkpoint's state, the config it was trained under); no checkpoint: (None, the
-    config.json beside it, if any) with allow_random, else ConfigError."""
+    config.json beside it, if any) with allow_random, else ConfigError. explicit: a file the user
+    named, which must exist."""
     if path.is_file():
-        state = load_state(path, hint=AGENT_HINT)
+        state = AgentState.load(path)
         return state, state.config
+    if explicit:
+        raise ConfigError(f"no checkpoint file {path}")
     if allow_random:
         return None, _read_config_json(path.parent)
-    if path.name != CHECKPOINT:
-        raise ConfigError(f"no checkpoint file {path}")
     raise ConfigError(
         f"no checkpoint in {path.parent} (no {CHECKPOINT}): train one with `ppo1 train`, "
         "or pass --allow_random to run an untrained policy"
@@ -200,7 +201,7 @@ def _read_config_json(run_dir: Path) -> dict | None:
     return saved
 
 
-def _build_policy(cfg: Config, state: TrainState | None, path: Path, seed: int) -> Policy:
+def _build_policy(cfg: Config, state: AgentState | None, path: Path, seed: int) -> Policy:
     """The checkpoint's weights in the network of its config; no state: fresh weights from `seed`
     (the global torch RNG is left as it was)."""
     shape, actions, discrete = env_dims(parse_env_name(cfg.env_name), cfg.frame_stacking)
@@ -209,7 +210,7 @@ def _build_policy(cfg: Config, state: TrainState | None, path: Path, seed: int) 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return make_policy(*args)
-    policy = make_policy(*args[:2], state.num_actions, *args[3:])
+    policy = make_policy(*args[:2], state.num_actions or actions, *args[3:])
     try:
         policy.load_state_dict(state.model)
     except (RuntimeError, KeyError) as e:

@@ -23,13 +23,17 @@ from ppo1.trainer import start
 def train(config: Config | None = None, *, fresh: bool = False, **settings) -> Agent:
     """Start a run, or resume it, exactly as `ppo1 train` with these settings: a Config and/or
     keyword arguments named as the flags (env_name="PongNoFrameskip-v4", preset="wallclock",
-    env_steps=2_000_000, ...); keywords win over the Config. Writes the same run folder and logs;
-    returns the agent of its last checkpoint."""
+    env_steps=2_000_000, ...); keywords win over the Config, whose fields left at their defaults
+    yield to the preset. Writes the same run folder and logs; returns the agent of its last
+    checkpoint."""
     known = {f.name for f in fields(Config)}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ConfigError(f"unknown setting {', '.join(unknown)}; the settings are Config's fields")
-    overrides = {**(config.to_dict() if config is not None else {}), **settings}
+    # A Config's fields left at their defaults yield to the preset, as flags not given do.
+    defaults = Config().to_dict()
+    given = {k: v for k, v in (config.to_dict() if config is not None else {}).items() if v != defaults[k]}
+    overrides = {**given, **settings}
     start(overrides, fresh=fresh)
     return load(resolve(overrides).run_dir)
 

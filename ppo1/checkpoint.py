@@ -64,6 +64,14 @@ class TrainState:
             raise ConfigError(
                 f"{path} is not a complete ppo1 checkpoint (no {', '.join(missing) or 'config'}); {hint}"
             )
+        try:
+            return cls._from(state)
+        except (TypeError, KeyError, ValueError, AttributeError) as e:  # a field of the wrong shape
+            why = first_line(e)[:120]
+            raise ConfigError(f"{path} is not a valid ppo1 checkpoint ({why}); {hint}") from None
+
+    @classmethod
+    def _from(cls, state: dict[str, Any]) -> TrainState:
         rng = state["rng"]
         return cls(
             model=state["model"],
@@ -78,6 +86,27 @@ class TrainState:
             observation_shape=list(state.get("observation_shape") or []),
             world_size=int(state.get("world_size", 1)),
         )
+
+
+@dataclass
+class AgentState:
+    """What a trained agent needs of a checkpoint: a training checkpoint's, or those of a file
+    stripped to the weights and config (a shipped agent)."""
+
+    model: dict
+    config: dict
+    num_actions: int | None  # None: the env's
+    step: int  # agent steps trained (0 where the file does not say)
+
+    @classmethod
+    def load(cls, path: Path, hint: str = AGENT_HINT) -> AgentState:
+        state = load(path, hint)
+        model, config, counters = state.get("model"), state.get("config"), state.get("counters")
+        if not isinstance(model, dict) or not isinstance(config, dict) or "env_name" not in config:
+            raise ConfigError(f"{path} holds no weights and config of a ppo1 agent; {hint}")
+        step = counters.get("timesteps", 0) if isinstance(counters, dict) else 0
+        actions = state.get("num_actions")
+        return cls(model, config, int(actions) if isinstance(actions, int) else None, int(step))
 
 
 def save_state(path: Path, state: TrainState) -> None:

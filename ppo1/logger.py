@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ppo1.config import Config
-from ppo1.errors import ConfigError
+from ppo1.errors import ConfigError, first_line
 
 PROGRESS = "progress.csv"
 
@@ -99,19 +99,26 @@ class Tracker:
     """--track: the same scalars as TensorBoard, the resolved config and the evaluation videos, in
     one W&B run per run folder (CleanRL's --track, --wandb_project_name, --wandb_entity)."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, resuming: bool):
+        """resuming: continue the W&B run whose id the run folder keeps; otherwise a new W&B run (a
+        run that starts over from step 0 cannot log below the old run's last step)."""
         self.wandb = require_wandb()
         id_file = cfg.run_dir / WANDB_ID
-        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
-        self.run = self.wandb.init(
-            project=cfg.wandb_project,
-            entity=cfg.wandb_entity or None,
-            name=cfg.run_name,
-            id=run_id,
-            resume="allow",
-            config=cfg.to_dict(),
-            dir=str(cfg.run_dir),
-        )
+        run_id = id_file.read_text().strip() if resuming and id_file.exists() else uuid.uuid4().hex[:8]
+        try:
+            self.run = self.wandb.init(
+                project=cfg.wandb_project,
+                entity=cfg.wandb_entity or None,
+                name=cfg.run_name,
+                id=run_id,
+                resume="allow",
+                config=cfg.to_dict(),
+                dir=str(cfg.run_dir),
+            )
+        except Exception as e:  # not logged in, no network, a bad entity: one line
+            raise ConfigError(
+                f"--track: W&B did not start ({first_line(e)[:200]}); WANDB_MODE=offline works"
+            ) from None
         id_file.write_text(run_id + "\n")
 
     def log(self, row: dict, step: int) -> None:

@@ -77,7 +77,14 @@ class Trainer:
     """One rank's training run: its envs, the policy and Adam, the rollout, the counters and the
     last-100 buffers, and (rank 0) the logs. iteration() is the loop body."""
 
-    def __init__(self, cfg: Config, resume: TrainState | None, d: Dist, device: torch.device):
+    def __init__(
+        self,
+        cfg: Config,
+        resume: TrainState | None,
+        d: Dist,
+        device: torch.device,
+        tracker: Tracker | None = None,
+    ):
         self.cfg, self.d, self.device = cfg, d, device
         torch.set_num_threads(cfg.torch_threads or default_threads())
         torch.manual_seed(cfg.seed + 10000 * d.rank)
@@ -103,11 +110,9 @@ class Trainer:
         self.params = list(self.policy.parameters())
         self.rollout = Rollout(self.envs, self.policy, cfg.timesteps_per_actorbatch, cfg.gamma, device)
         self.monitor = MonitorWriter(cfg.run_dir / monitor_name(d.rank), cfg.env_name)
-        if d.rank == 0:
-            tracker = Tracker(cfg) if cfg.track else None
-            self.logger = Logger(cfg.run_dir, cfg.env_steps, self.counters.timesteps, tracker)
-        else:
-            self.logger = None
+        self.logger = (
+            Logger(cfg.run_dir, cfg.env_steps, self.counters.timesteps, tracker) if d.rank == 0 else None
+        )
         self.stop = StopFlag()
         # One process may drop a half-collected batch at once; ranks agree once per iteration.
         self.stop_in_rollout = self.stop if not d.active else (lambda: False)
@@ -290,12 +295,13 @@ def train(
     device: torch.device | None = None,
     max_seconds: float | None = None,
     max_steps: int | None = None,
+    tracker: Tracker | None = None,
 ) -> Counters:
     """Train until cfg.env_steps agent steps (over all ranks), a stop signal, max_seconds of wall
     clock in this session or max_steps agent steps (benchmarks use these two: the schedules still
     anneal over cfg.env_steps). Saves at the end; returns the counters."""
     d = d or Dist()
-    run = Trainer(cfg, resume, d, device or pick_device(cfg.device))
+    run = Trainer(cfg, resume, d, device or pick_device(cfg.device), tracker)
     end = min(cfg.env_steps, max_steps or cfg.env_steps)
     try:
         while run.counters.timesteps < end:
@@ -416,17 +422,18 @@ def start(
         device = torch.device("cuda", d.local_rank % torch.cuda.device_count())  # ranks may share a GPU
         torch.cuda.set_device(device)
     try:
-        error, resume = None, None
+        error, resume, tracker = None, None, None
         if d.rank == 0:
             try:
                 cfg, resume = prepare(cfg, overrides, fresh, d.world_size)
+                tracker = Tracker(cfg, resuming=resume is not None) if cfg.track else None
             except ConfigError as e:
                 error = str(e)
         error, cfg, resume = d.broadcast_object((error, cfg, resume))
         if error is not None:
             raise ConfigError(error if d.rank == 0 else f"rank 0 refused to start: {error}")
         cfg.run_dir.mkdir(parents=True, exist_ok=True)  # for monitor.<rank>.csv on other machines
-        counters = train(cfg, resume, d, device, max_seconds, max_steps)
+        counters = train(cfg, resume, d, device, max_seconds, max_steps, tracker)
     except RankFailure:
         distributed.abandon()
         raise

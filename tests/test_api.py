@@ -15,6 +15,7 @@ import torch
 from conftest import run_cli
 
 import ppo1
+from ppo1 import checkpoint
 from ppo1.agent import ActionPicker, load_agent
 from ppo1.errors import ConfigError
 
@@ -88,6 +89,23 @@ def test_train_takes_a_config_and_resumes(tmp_path):
     assert len((tmp_path / "cp" / "progress.csv").read_text().splitlines()) == 1 + 2
     with pytest.raises(ConfigError, match="unknown setting learning_rate"):
         ppo1.train(learning_rate=1e-3)
+    # A fresh Config: the fields left at their defaults yield to CartPole's preset, as flags not given.
+    fresh = ppo1.Config(env_name="CartPole-v1", env_steps=1024, checkpoint_dir=str(tmp_path), model_name="c2")
+    agent = ppo1.train(fresh)
+    assert (agent.cfg.preset, agent.cfg.model_type, agent.cfg.optim_stepsize) == ("classic", "mlp", 1e-3)
+
+
+def test_a_checkpoint_stripped_to_weights_and_config_is_an_agent(tiny, tmp_path, cli):
+    """A shipped agent may hold only the weights, the config and the counters: it plays the same games.
+    A --checkpoint FILE that is not there is an error, with --allow_random too."""
+    full = torch.load(tiny / "tiny" / "checkpoint.pt", weights_only=True)
+    stripped = tmp_path / "agent.pt"
+    checkpoint.save(stripped, {k: full[k] for k in ("model", "config", "num_actions", "counters")})
+    want = ppo1.evaluate_policy(ppo1.load(tiny / "tiny", seed=2), episodes=1, seed=2)
+    got = ppo1.evaluate_policy(ppo1.load(stripped, seed=2), episodes=1, seed=2)
+    assert (got["scores"], got["lengths"], got["checkpoint_step"]) == (want["scores"], want["lengths"], 256)
+    r = cli.run(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--allow_random"], tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().endswith(f"no checkpoint file {tmp_path / 'nope.pt'}")
 
 
 def test_only_the_api_is_public_and_import_stays_light():

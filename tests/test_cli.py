@@ -106,6 +106,7 @@ NUMERIC = {
     "--eval_interval": ("1e", "-1"),
     "--eval_episodes": ("5x", "0"),
     "--pi_gain": ("wide", "0"),
+    "--log_interval": ("ten", "0"),
 }
 
 BAD_INPUT = {

@@ -111,8 +111,13 @@ VALUES = {
     "env_groups": ints(1, 3),
     "sync_check_interval": ints(1, 10**9),
     "dist_timeout": floats(1e-3, 1e9),
+    "pi_gain": floats(0.0, 20.0),
+    "log_interval": ints(1, 10**9),
+    "wandb_project": st.sampled_from(["ppo1", ""]) | WORDS,
+    "wandb_entity": st.sampled_from(["", "team"]) | WORDS,
 }
-SWITCHES = ["frame_stacking", "episode_life", "clip_rewards", "capture_video"]
+# --track is left out: it would start W&B runs (tests/test_tracking.py runs it offline).
+SWITCHES = ["frame_stacking", "episode_life", "clip_rewards", "capture_video", "norm_adv"]
 
 
 @st.composite

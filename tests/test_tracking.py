@@ -76,6 +76,13 @@ def test_track_offline_logs_scalars_and_config_and_resumes_the_same_run(tmp_path
     for h, row in zip(logged, rows):
         for key in ("pol_surr", "vf_loss", "ent", "EpRewMeanClipped", "StepsPerSecond"):
             assert h[key] == pytest.approx(float(row[key]), rel=1e-12, nan_ok=True), key
+    # Starting over (the checkpoint moved aside, as the README advises for a damaged one): step 0
+    # again, so a new W&B run, which W&B would otherwise refuse rows below step 192.
+    (run_dir / "checkpoint.pt").rename(run_dir / "checkpoint.bad")
+    r = run_cli([*args, "--env_steps", str(BATCH)], tmp_path, env=wandb_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    new_id = (run_dir / WANDB_ID).read_text().strip()
+    assert new_id != run_id and offline_run(run_dir)[-1][0].endswith(new_id)
 
 
 def test_track_without_wandb_is_one_line(tmp_path, cli):
