@@ -4,7 +4,8 @@
     python benchmarks/learning.py --env_name Hopper-v5 --seeds 3 --out benchmarks/results/mujoco
 
 For each seed: `ppo1 train` with the given flags for at most --minutes of wall clock (or
---env_steps agent steps), then `ppo1 evaluate` of the final checkpoint under the protocol it was
+--max_steps / --env_steps agent steps; a seed with a checkpoint resumes from it unless --fresh),
+then `ppo1 evaluate` of the final checkpoint under the protocol it was
 trained under (PongNoFrameskip-v4: paper; MuJoCo: the env's own episodes).
 Writes into --out: the run folders, results.json (per seed: mean real score of the last 100
 training games, evaluation mean and std, agent steps, frames, wall time, steps/s, and the first
@@ -81,6 +82,12 @@ def main() -> None:
     )
     p.add_argument("--target", type=float, help="score the last-100 mean must reach (Pong: 18)")
     p.add_argument("--eval_episodes", type=int, default=10)
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start each seed over; by default a seed whose run folder has a checkpoint resumes from it "
+        "(so a run cut off by the end of a session goes on when the same command is run again)",
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
     p.add_argument("--env_name", default="PongNoFrameskip-v4")
     args, extra = p.parse_known_args()
@@ -98,14 +105,12 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         name = f"{args.env_name.replace('/', '_')}-{preset}-seed{seed}"
         run = {**overrides, "seed": seed, "checkpoint_dir": str(args.out), "model_name": name}
-        t0 = time.time()
         counters = start(
             run,
-            fresh=True,
+            fresh=args.fresh,
             max_seconds=args.minutes * 60 if args.minutes else None,
             max_steps=int(args.max_steps) if args.max_steps else None,
         )
-        wall = time.time() - t0
         games = read_monitor(args.out / name / "monitor.csv")
         eval_json = args.out / f"{name}-eval.json"
         subprocess.run(
@@ -128,7 +133,7 @@ def main() -> None:
                 "eval_protocol": ev["protocol"],
                 "agent_steps": counters.timesteps,
                 "frames": frame_skip * counters.timesteps,
-                "wall_seconds": wall,
+                "wall_seconds": counters.elapsed,  # training time over every session of this seed
                 "steps_per_second": counters.timesteps / counters.elapsed,
                 "target": args.target,
                 "target_step": step_hit,
