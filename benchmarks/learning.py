@@ -22,7 +22,6 @@ import csv
 import json
 import subprocess
 import sys
-import time
 from collections import deque
 from pathlib import Path
 
