@@ -217,6 +217,12 @@ def add_plot_command(sub) -> None:
     plot.add_argument(
         "--spread", choices=("minmax", "std"), default="minmax", help="band over seeds (default: minmax)"
     )
+    plot.add_argument(
+        "--reference",
+        metavar="CSV",
+        help="published points to draw beside the runs: a CSV with columns label,agent_steps,score "
+        "(benchmarks/references/pong.csv: CleanRL and the PPO paper on Pong)",
+    )
 
 
 def run_agent_command(args: argparse.Namespace) -> int:

@@ -133,6 +133,25 @@ def band(curves: list[Curve], kind: str) -> tuple[np.ndarray, np.ndarray, np.nda
     return grid, mean, ys.min(axis=0), ys.max(axis=0)
 
 
+def read_references(path: Path | str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """label -> (agent steps, scores), in the file's order, from a label,agent_steps,score CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--reference {path} does not exist")
+    points: dict[str, list[tuple[float, float]]] = {}
+    with path.open(newline="") as f:
+        for i, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                point = float(row["agent_steps"]), float(row["score"])
+                label = row["label"].strip()
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise ConfigError(f"--reference {path} line {i}: want label,agent_steps,score") from None
+            points.setdefault(label, []).append(point)
+    if not points:
+        raise ConfigError(f"--reference {path} holds no points (columns label,agent_steps,score)")
+    return {k: (np.array([s for s, _ in v]), np.array([r for _, r in v])) for k, v in points.items()}
+
+
 def is_atari(curve: Curve) -> bool:
     """Atari runs skip 4 frames per agent step; other envs, and unknown ones, count 1."""
     try:
@@ -141,9 +160,16 @@ def is_atari(curve: Curve) -> bool:
         return False
 
 
-def plot_runs(run_dirs: list[Path | str], out: Path | str | None = None, smooth: int = 100, spread="minmax"):
-    """Draw the curves of `run_dirs` in two panels (agent steps, frames); save to `out` if given.
-    Returns the matplotlib Figure (Agg canvas)."""
+def plot_runs(
+    run_dirs: list[Path | str],
+    out: Path | str | None = None,
+    smooth: int = 100,
+    spread="minmax",
+    reference: Path | str | None = None,
+):
+    """Draw the curves of `run_dirs` in two panels (agent steps, frames), and the published points
+    of `reference` (see read_references); save to `out` if given. Returns the matplotlib Figure
+    (Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter
@@ -161,6 +187,7 @@ def plot_runs(run_dirs: list[Path | str], out: Path | str | None = None, smooth:
         fmt = out.suffix.lstrip(".").lower()
         if fmt not in fig.canvas.get_supported_filetypes():
             raise ConfigError(f"-o {out}: unknown image format {fmt!r}; use .png, .pdf or .svg")
+    references = read_references(reference) if reference is not None else {}
     curves = [load_run(d, smooth) for d in run_dirs]
     empty = [str(d) for d, c in zip(run_dirs, curves) if c is None]
     curves = [c for c in curves if c is not None]
@@ -188,6 +215,9 @@ def plot_runs(run_dirs: list[Path | str], out: Path | str | None = None, smooth:
                 for j, c in enumerate(members):
                     alpha = 1.0 if j == 0 else 0.6
                     ax.plot(c.steps * scale, c.scores, color=color, label=c.name, alpha=alpha)
+        for j, (label, (steps, scores)) in enumerate(references.items()):
+            color = f"C{(len(groups) + j) % 10}"
+            ax.plot(steps * scale, scores, "--o", color=color, label=label, markersize=4, linewidth=1)
         ax.set_xlabel(xlabel)
         ax.xaxis.set_major_formatter(EngFormatter())
         ax.grid(True, alpha=0.3)
@@ -207,6 +237,6 @@ def plot_runs(run_dirs: list[Path | str], out: Path | str | None = None, smooth:
 
 def run_plot(args) -> int:
     out = Path(args.output)
-    plot_runs(args.run_dirs, out, smooth=args.smooth, spread=args.spread)
+    plot_runs(args.run_dirs, out, smooth=args.smooth, spread=args.spread, reference=args.reference)
     print(f"wrote {out}", flush=True)
     return 0

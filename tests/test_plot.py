@@ -140,3 +140,38 @@ def test_plot_errors_are_one_line_and_write_nothing(capsys, tmp_path):
     assert "image format" in one_error_line(capsys, ["plot", ok, "-o", str(tmp_path / "c.xyz")])
     assert "--smooth" in one_error_line(capsys, ["plot", ok, "-o", str(out), "--smooth", "0"])
     assert not out.exists() and not (tmp_path / "c.xyz").exists()
+
+
+def test_published_points_are_drawn_beside_the_runs(tmp_path):
+    """--reference: each label of the CSV is one dashed line through its points, on both panels; the
+    repository's own Pong file reads."""
+    write_run(tmp_path / "exp-seed1", 1)
+    ref = tmp_path / "ref.csv"
+    ref.write_text("label,agent_steps,score\nA,600000,-18\nA,1300000,0\nB,10000000,20.7\n")
+    fig = plot_runs([tmp_path / "exp-seed1"], reference=ref)
+    steps_ax, frames_ax = fig.axes[:2]
+    lines = {line.get_label(): line for line in steps_ax.get_lines()}
+    assert list(lines) == ["exp-seed1", "A", "B"]
+    assert lines["A"].get_xdata().tolist() == [600000, 1300000] and lines["A"].get_linestyle() == "--"
+    assert lines["B"].get_ydata().tolist() == [20.7]
+    frames = {line.get_label(): line for line in frames_ax.get_lines()}
+    assert frames["A"].get_xdata().tolist() == [2400000, 5200000]
+    shipped = Path(__file__).resolve().parents[1] / "benchmarks" / "references" / "pong.csv"
+    labels = [
+        line.get_label()
+        for line in plot_runs([tmp_path / "exp-seed1"], reference=shipped).axes[0].get_lines()
+    ]
+    assert any(label.startswith("CleanRL") for label in labels) and any("PPO paper" in x for x in labels)
+
+
+def test_a_bad_reference_file_is_one_line_and_writes_nothing(capsys, tmp_path):
+    write_run(tmp_path / "ok", 0, games=20)
+    out = tmp_path / "curve.png"
+    args = ["plot", str(tmp_path / "ok"), "-o", str(out), "--reference"]
+    assert "does not exist" in one_error_line(capsys, [*args, str(tmp_path / "nope.csv")])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("label,agent_steps,score\nA,many,3\n")
+    assert "line 2: want label,agent_steps,score" in one_error_line(capsys, [*args, str(bad)])
+    bad.write_text("label,steps\n")
+    assert "holds no points" in one_error_line(capsys, [*args, str(bad)])
+    assert not out.exists()
