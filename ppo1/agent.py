@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ppo1.checkpoint import CHECKPOINT, AgentState
+from ppo1.checkpoint import CHECKPOINT, AgentState, save
 from ppo1.config import Config, resolve
 from ppo1.envs import (
     EnvSpec,
@@ -91,6 +91,17 @@ class Agent:
         """One gymnasium env as the agent sees it under `protocol` (default: its training one), with
         the evaluation wrappers: full games, real scores."""
         return render_env(self.spec, render_mode, self.cfg.frame_stacking, self.protocol(protocol))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the agent alone, to ship it: its weights, the config it trained under and its step
+        count; no optimizer or RNG state (a third of a training checkpoint's size). `ppo1.load`,
+        `--checkpoint` and torch.load(weights_only=True) read it."""
+        path = Path(path)
+        config = dict(self.cfg.to_dict(), env_name=self.trained_env)
+        model = {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}
+        counters = dict(timesteps=self.step)
+        save(path, dict(model=model, config=config, num_actions=self.policy.num_actions, counters=counters))
+        return path
 
     @property
     def spec(self) -> EnvSpec:

@@ -5,6 +5,7 @@ agent = ppo1.train(env_name="CartPole-v1", env_steps=20_000)  # or resume: the s
 agent = ppo1.load("checkpoints/CartPole-classic")             # a run folder or a checkpoint file
 actions = agent.act(observations)                             # sampled; deterministic=True: argmax
 ppo1.evaluate_policy(agent, episodes=10)                      # as `ppo1 evaluate`
+agent.save("pong.pt")                                          # weights and config only, to ship
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import torch
 from conftest import run_cli
 
 import ppo1
-from ppo1 import checkpoint
 from ppo1.agent import ActionPicker, load_agent
 from ppo1.errors import ConfigError
 
@@ -95,15 +94,26 @@ def test_train_takes_a_config_and_resumes(tmp_path):
     assert (agent.cfg.preset, agent.cfg.model_type, agent.cfg.optim_stepsize) == ("classic", "mlp", 1e-3)
 
 
-def test_a_checkpoint_stripped_to_weights_and_config_is_an_agent(tiny, tmp_path, cli):
-    """A shipped agent may hold only the weights, the config and the counters: it plays the same games.
-    A --checkpoint FILE that is not there is an error, with --allow_random too."""
+def test_a_saved_agent_holds_weights_and_config_only_and_plays_the_same_games(tiny, tmp_path, cli):
+    """Agent.save, to ship an agent: the weights, the config it trained under and its step count,
+    nothing of the optimizer; it plays the same games as the run folder's checkpoint, from Python and
+    from `ppo1 evaluate --checkpoint`. A --checkpoint FILE that is not there is an error, with
+    --allow_random too."""
     full = torch.load(tiny / "tiny" / "checkpoint.pt", weights_only=True)
-    stripped = tmp_path / "agent.pt"
-    checkpoint.save(stripped, {k: full[k] for k in ("model", "config", "num_actions", "counters")})
+    # Loaded for another env of the same game, it still records the env it trained on.
+    agent = ppo1.load(tiny / "tiny", seed=2)
+    agent.cfg.env_name = "ALE/Pong-v5"
+    stripped = agent.save(tmp_path / "agent.pt")
+    state = torch.load(stripped, weights_only=True)
+    assert set(state) == {"format_version", "model", "config", "num_actions", "counters"}
+    assert state["config"] == full["config"] and state["counters"] == {"timesteps": 256}
+    assert all(torch.equal(state["model"][k], v) for k, v in full["model"].items())
+    assert stripped.stat().st_size < (tiny / "tiny" / "checkpoint.pt").stat().st_size / 2
     want = ppo1.evaluate_policy(ppo1.load(tiny / "tiny", seed=2), episodes=1, seed=2)
     got = ppo1.evaluate_policy(ppo1.load(stripped, seed=2), episodes=1, seed=2)
     assert (got["scores"], got["lengths"], got["checkpoint_step"]) == (want["scores"], want["lengths"], 256)
+    r = cli.run(["evaluate", "--checkpoint", str(stripped), "--episodes", "1", "--seed", "2"], tmp_path)
+    assert r.returncode == 0 and "at step 256" in r.stdout, r.stderr
     r = cli.run(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--allow_random"], tmp_path)
     assert r.returncode == 2 and r.stderr.strip().endswith(f"no checkpoint file {tmp_path / 'nope.pt'}")
 
