@@ -160,6 +160,25 @@ def is_atari(curve: Curve) -> bool:
         return False
 
 
+def draw_panel(ax, groups: dict[str, list[Curve]], references: dict, scale: float, spread: str) -> None:
+    """One panel: a line per run, or a mean and band per group of seeds; then the published points.
+    x is agent steps times `scale`."""
+    for i, (group, members) in enumerate(groups.items()):
+        color = f"C{i % 10}"
+        spread_data = band(members, spread) if len(members) > 1 else None
+        if spread_data is not None:
+            grid, mean, lo, hi = spread_data
+            what = "min-max" if spread == "minmax" else "+-std"
+            ax.plot(grid * scale, mean, color=color, label=f"{group} (mean of {len(members)} runs, {what})")
+            ax.fill_between(grid * scale, lo, hi, color=color, alpha=0.25, linewidth=0)
+        else:  # one run, or runs that share no steps: one line each
+            for j, c in enumerate(members):
+                ax.plot(c.steps * scale, c.scores, color=color, label=c.name, alpha=1.0 if j == 0 else 0.6)
+    for j, (label, (steps, scores)) in enumerate(references.items()):
+        color = f"C{(len(groups) + j) % 10}"
+        ax.plot(steps * scale, scores, "--o", color=color, label=label, markersize=4, linewidth=1)
+
+
 def plot_runs(
     run_dirs: list[Path | str],
     out: Path | str | None = None,
@@ -202,22 +221,7 @@ def plot_runs(
     axes = fig.subplots(1, 2, sharey=True)
     frames = (FRAME_SKIP, "frames (4 x agent steps)") if all(map(is_atari, curves)) else (1, "frames")
     for ax, (scale, xlabel) in zip(axes, [(1, "agent steps"), frames]):
-        for i, (group, members) in enumerate(groups.items()):
-            color = f"C{i % 10}"
-            spread_data = band(members, spread) if len(members) > 1 else None
-            if spread_data is not None:
-                grid, mean, lo, hi = spread_data
-                what = "min-max" if spread == "minmax" else "+-std"
-                label = f"{group} (mean of {len(members)} runs, {what})"
-                ax.plot(grid * scale, mean, color=color, label=label)
-                ax.fill_between(grid * scale, lo, hi, color=color, alpha=0.25, linewidth=0)
-            else:  # one run, or runs that share no steps: one line each
-                for j, c in enumerate(members):
-                    alpha = 1.0 if j == 0 else 0.6
-                    ax.plot(c.steps * scale, c.scores, color=color, label=c.name, alpha=alpha)
-        for j, (label, (steps, scores)) in enumerate(references.items()):
-            color = f"C{(len(groups) + j) % 10}"
-            ax.plot(steps * scale, scores, "--o", color=color, label=label, markersize=4, linewidth=1)
+        draw_panel(ax, groups, references, scale, spread)
         ax.set_xlabel(xlabel)
         ax.xaxis.set_major_formatter(EngFormatter())
         ax.grid(True, alpha=0.3)
