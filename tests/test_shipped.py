@@ -1,0 +1,42 @@
+"""The trained agents shipped in agents/: plain files (torch.load weights_only) that win at Pong
+against an untrained network, a check that an untrained network fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import ppo1
+from ppo1.agent import Agent, load_agent
+
+AGENTS = Path(__file__).resolve().parents[1] / "agents"
+SHIPPED = ["PongNoFrameskip-v4-ppo-paper.pt"]
+MARGIN = 10  # points per game: an untrained network loses Pong about 21-0, as the random policy does
+
+
+def score(agent: Agent, seed: int) -> float:
+    """One full game under the paper protocol (up to 30 no-op starts), actions sampled."""
+    return ppo1.evaluate_policy(agent, episodes=1, protocol="paper", seed=seed)["mean"]
+
+
+def beats(agent: Agent, baseline: Agent, seed: int = 0) -> bool:
+    """`agent` scores at least MARGIN points more than `baseline` in the game of this seed."""
+    return score(agent, seed) >= score(baseline, seed) + MARGIN
+
+
+def untrained(env_name: str, seed: int, tmp_path: Path) -> Agent:
+    return load_agent(env_name=env_name, checkpoint_dir=str(tmp_path), allow_random=True, seed=seed)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_agent_is_plain_data_and_beats_an_untrained_network(name, tmp_path):
+    path = AGENTS / name
+    state = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code can run
+    assert "optimizer" not in state and state["counters"]["timesteps"] > 1_000_000
+    agent = ppo1.load(path)
+    baseline = untrained(agent.cfg.env_name, 1, tmp_path)
+    assert beats(agent, baseline)
+    # The same check of another untrained network fails: it is not a check that anything passes.
+    assert not beats(untrained(agent.cfg.env_name, 2, tmp_path), baseline)
