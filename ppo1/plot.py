@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -98,7 +99,7 @@ def load_run(run_dir: Path | str, smooth: int = 100) -> Curve | None:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run folder {run_dir} does not exist")
-    name = run_dir.resolve().name
+    name = Path(os.path.abspath(run_dir)).name  # a symlink's own name: runs can be relabelled
     has_monitor = any(MONITOR_FILE.fullmatch(p.name) for p in run_dir.iterdir())
     has_progress = (run_dir / "progress.csv").exists()
     if not has_monitor and not has_progress:

@@ -107,6 +107,21 @@ def test_seeds_of_one_setting_draw_a_band(tmp_path):
     assert not [c for c in single.axes[0].collections if isinstance(c, PolyCollection)]
 
 
+def test_a_symlinked_run_is_labelled_by_the_links_name(tmp_path, monkeypatch):
+    # Two run folders both named ...-seed1 (from different settings) are told apart by linking
+    # them under new names, rather than merged into one band.
+    write_run(tmp_path / "a" / "Pong-seed1", 1)
+    write_run(tmp_path / "b" / "Pong-seed1", 2)
+    (tmp_path / "paper-seed1").symlink_to(tmp_path / "a" / "Pong-seed1")
+    (tmp_path / "fast-seed1").symlink_to(tmp_path / "b" / "Pong-seed1")
+    fig = plot_runs([tmp_path / "paper-seed1", tmp_path / "fast-seed1"])
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["paper-seed1", "fast-seed1"]
+    merged = plot_runs([tmp_path / "a" / "Pong-seed1", tmp_path / "b" / "Pong-seed1"])
+    assert merged.axes[0].get_lines()[0].get_label().startswith("Pong (mean of 2 runs")
+    monkeypatch.chdir(tmp_path / "a" / "Pong-seed1")
+    assert load_run(Path(".")).name == "Pong-seed1"  # "." is named after the folder it is
+
+
 def test_plot_command_writes_the_png(tmp_path):
     for seed in (1, 2):
         write_run(tmp_path / f"tiny_s{seed}", seed, ranks=2)
