@@ -53,6 +53,9 @@ def main() -> None:
     p.add_argument("--reach", help="scores, comma-separated: when the last-100 mean first got there")
     p.add_argument("-o", "--output", type=Path)
     args = p.parse_args()
+    for run in args.run_dirs:
+        if not (run / "monitor.csv").is_file():
+            p.exit(2, f"steps_table.py: {run} is not a run folder (no monitor.csv)\n")
     if args.reach:
         scores = [float(a) for a in args.reach.split(",")]
         head = [f"to {s:+g}" for s in scores] + ["eval (final)"]
