@@ -13,7 +13,9 @@ import pytest
 import torch
 
 GAME = "BreakoutNoFrameskip-v4"  # random play ends Breakout games in ~100-400 steps: monitor rows
-ITERATIONS = 40  # the run's length; the kills below get through about half of it
+# The run's length: long enough that the kills below never finish it. Iterations take about 0.1 s
+# here, so three start-up kills of up to 6 s each can run through 100 of them on a fast machine.
+ITERATIONS = 240
 RESUMING = re.compile(r"resuming \S+ at step (\d+) \(iteration (\d+)\)")
 # Where each kill lands (shuffled with a fixed seed):
 # start-up: a random time after launch (importing, loading the checkpoint, dropping rows, first steps);
