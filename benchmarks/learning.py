@@ -4,9 +4,10 @@
     python benchmarks/learning.py --env_name Hopper-v5 --seeds 3 --out benchmarks/results/mujoco
 
 For each seed: `ppo1 train` with the given flags for at most --minutes of wall clock (or
---max_steps / --env_steps agent steps; a seed with a checkpoint resumes from it unless --fresh),
-then `ppo1 evaluate` of the final checkpoint under the protocol it was
-trained under (PongNoFrameskip-v4: paper; MuJoCo: the env's own episodes).
+--max_steps / --env_steps agent steps, or with --stop_at_target until its last-100 mean reaches
+--target; a seed with a checkpoint resumes from it unless --fresh), then `ppo1 evaluate` of the
+final checkpoint under the protocol it was trained under (PongNoFrameskip-v4: paper; MuJoCo: the
+env's own episodes).
 Writes into --out: the run folders, results.json (per seed: mean real score of the last 100
 training games, evaluation mean and std, agent steps, frames, wall time, steps/s, and the first
 agent step and wall time at which the last-100 mean reached --target; seeds already in
@@ -22,6 +23,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from collections import deque
 from pathlib import Path
 
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ppo1.cli import add_config_flags  # noqa: E402
 from ppo1.config import resolve  # noqa: E402
 from ppo1.envs import FRAME_SKIP, parse_env_name  # noqa: E402
-from ppo1.trainer import start  # noqa: E402
+from ppo1.trainer import Counters, start  # noqa: E402
 
 
 def read_monitor(path: Path) -> list[tuple[float, int, float]]:
@@ -64,6 +66,34 @@ def last100_at(games: list[tuple[float, int, float]], step: int, total: int) -> 
     return sum(last) / len(last)
 
 
+def steps_so_far(run_dir: Path) -> int:
+    """Agent steps of a run folder's last progress.csv row (0 for a new run)."""
+    path = run_dir / "progress.csv"
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
+    return int(float(rows[-1]["TimestepsSoFar"])) if rows else 0
+
+
+def train_seed(run: dict, args: argparse.Namespace) -> Counters:
+    """One seed to --max_steps / --minutes; with --stop_at_target, in chunks of that many agent steps
+    (each resumes the last one's checkpoint exactly) until the last-100 mean has reached --target."""
+    budget = args.minutes * 60 if args.minutes else None
+    end = int(args.max_steps) if args.max_steps else None
+    if args.stop_at_target is None:
+        return start(run, fresh=args.fresh, max_seconds=budget, max_steps=end)
+    monitor = Path(run["checkpoint_dir"]) / run["model_name"] / "monitor.csv"
+    fresh, steps = args.fresh, 0 if args.fresh else steps_so_far(monitor.parent)
+    while True:
+        done = not fresh and monitor.exists() and reached(read_monitor(monitor), args.target)[0] is not None
+        goal = steps if done else steps + int(args.stop_at_target)  # done: load and report, no training
+        goal = min(goal, end) if end else goal
+        t0 = time.perf_counter()
+        counters = start(run, fresh=fresh, max_seconds=budget, max_steps=goal)
+        if done or counters.timesteps < goal or counters.timesteps == end:
+            return counters  # reached, or stopped (a signal, --minutes, the run's end) or at --max_steps
+        fresh, steps = False, counters.timesteps
+        budget = budget - (time.perf_counter() - t0) if budget is not None else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, help="wall-clock budget per seed (default: to --env_steps)")
@@ -80,6 +110,13 @@ def main() -> None:
         help="comma-separated agent steps at which to report the last-100 mean, e.g. 2e5,3.5e5,5e5",
     )
     p.add_argument("--target", type=float, help="score the last-100 mean must reach (Pong: 18)")
+    p.add_argument(
+        "--stop_at_target",
+        type=float,
+        metavar="STEPS",
+        help="train in chunks of STEPS agent steps and stop a seed after the first chunk in which its "
+        "last-100 mean reached --target (so the evaluation is of the agent at most STEPS later)",
+    )
     p.add_argument("--eval_episodes", type=int, default=10)
     p.add_argument(
         "--fresh",
@@ -90,6 +127,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
     p.add_argument("--env_name", default="PongNoFrameskip-v4")
     args, extra = p.parse_known_args()
+    if args.stop_at_target is not None and (args.target is None or args.stop_at_target < 1):
+        p.exit(2, "learning.py: --stop_at_target needs --target and a positive number of agent steps\n")
     args.out.mkdir(parents=True, exist_ok=True)
 
     train_parser = argparse.ArgumentParser()  # the train flags, parsed as ppo1 train does
@@ -104,12 +143,7 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         name = f"{args.env_name.replace('/', '_')}-{preset}-seed{seed}"
         run = {**overrides, "seed": seed, "checkpoint_dir": str(args.out), "model_name": name}
-        counters = start(
-            run,
-            fresh=args.fresh,
-            max_seconds=args.minutes * 60 if args.minutes else None,
-            max_steps=int(args.max_steps) if args.max_steps else None,
-        )
+        counters = train_seed(run, args)
         games = read_monitor(args.out / name / "monitor.csv")
         eval_json = args.out / f"{name}-eval.json"
         subprocess.run(
