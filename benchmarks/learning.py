@@ -23,7 +23,6 @@ import csv
 import json
 import subprocess
 import sys
-import time
 from collections import deque
 from pathlib import Path
 
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ppo1.cli import add_config_flags  # noqa: E402
 from ppo1.config import resolve  # noqa: E402
 from ppo1.envs import FRAME_SKIP, parse_env_name  # noqa: E402
-from ppo1.trainer import Counters, start  # noqa: E402
+from ppo1.trainer import start  # noqa: E402
 
 
 def read_monitor(path: Path) -> list[tuple[float, int, float]]:
@@ -66,34 +65,6 @@ def last100_at(games: list[tuple[float, int, float]], step: int, total: int) -> 
     return sum(last) / len(last)
 
 
-def steps_so_far(run_dir: Path) -> int:
-    """Agent steps of a run folder's last progress.csv row (0 for a new run)."""
-    path = run_dir / "progress.csv"
-    rows = list(csv.DictReader(path.open())) if path.exists() else []
-    return int(float(rows[-1]["TimestepsSoFar"])) if rows else 0
-
-
-def train_seed(run: dict, args: argparse.Namespace) -> Counters:
-    """One seed to --max_steps / --minutes; with --stop_at_target, in chunks of that many agent steps
-    (each resumes the last one's checkpoint exactly) until the last-100 mean has reached --target."""
-    budget = args.minutes * 60 if args.minutes else None
-    end = int(args.max_steps) if args.max_steps else None
-    if args.stop_at_target is None:
-        return start(run, fresh=args.fresh, max_seconds=budget, max_steps=end)
-    monitor = Path(run["checkpoint_dir"]) / run["model_name"] / "monitor.csv"
-    fresh, steps = args.fresh, 0 if args.fresh else steps_so_far(monitor.parent)
-    while True:
-        done = not fresh and monitor.exists() and reached(read_monitor(monitor), args.target)[0] is not None
-        goal = steps if done else steps + int(args.stop_at_target)  # done: load and report, no training
-        goal = min(goal, end) if end else goal
-        t0 = time.perf_counter()
-        counters = start(run, fresh=fresh, max_seconds=budget, max_steps=goal)
-        if done or counters.timesteps < goal or counters.timesteps == end:
-            return counters  # reached, or stopped (a signal, --minutes, the run's end) or at --max_steps
-        fresh, steps = False, counters.timesteps
-        budget = budget - (time.perf_counter() - t0) if budget is not None else None
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, help="wall-clock budget per seed (default: to --env_steps)")
@@ -112,10 +83,9 @@ def main() -> None:
     p.add_argument("--target", type=float, help="score the last-100 mean must reach (Pong: 18)")
     p.add_argument(
         "--stop_at_target",
-        type=float,
-        metavar="STEPS",
-        help="train in chunks of STEPS agent steps and stop a seed after the first chunk in which its "
-        "last-100 mean reached --target (so the evaluation is of the agent at most STEPS later)",
+        action="store_true",
+        help="stop each seed at the end of the iteration at which its last-100 mean reached --target "
+        "(so the evaluation is of the agent there)",
     )
     p.add_argument("--eval_episodes", type=int, default=10)
     p.add_argument(
@@ -127,8 +97,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
     p.add_argument("--env_name", default="PongNoFrameskip-v4")
     args, extra = p.parse_known_args()
-    if args.stop_at_target is not None and (args.target is None or args.stop_at_target < 1):
-        p.exit(2, "learning.py: --stop_at_target needs --target and a positive number of agent steps\n")
+    if args.stop_at_target and args.target is None:
+        p.exit(2, "learning.py: --stop_at_target needs --target\n")
     args.out.mkdir(parents=True, exist_ok=True)
 
     train_parser = argparse.ArgumentParser()  # the train flags, parsed as ppo1 train does
@@ -143,7 +113,13 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         name = f"{args.env_name.replace('/', '_')}-{preset}-seed{seed}"
         run = {**overrides, "seed": seed, "checkpoint_dir": str(args.out), "model_name": name}
-        counters = train_seed(run, args)
+        counters = start(
+            run,
+            fresh=args.fresh,
+            max_seconds=args.minutes * 60 if args.minutes else None,
+            max_steps=int(args.max_steps) if args.max_steps else None,
+            target=args.target if args.stop_at_target else None,
+        )
         games = read_monitor(args.out / name / "monitor.csv")
         eval_json = args.out / f"{name}-eval.json"
         subprocess.run(

@@ -198,6 +198,11 @@ class Trainer:
             self.save()
         return row
 
+    def reached(self, score: float) -> bool:
+        """The last-100 window of real scores is full and its mean is at least score."""
+        scores = self.recent["scores"]
+        return len(scores) == scores.maxlen and sum(scores) / len(scores) >= score
+
     def check_finite(self, stats: dict) -> None:
         bad = [k for k, v in stats.items() if k != "ev_tdlam_before" and not np.isfinite(v)]
         bad += [n for n, p in self.policy.named_parameters() if not torch.isfinite(p).all()]
@@ -296,17 +301,20 @@ def train(
     max_seconds: float | None = None,
     max_steps: int | None = None,
     tracker: Tracker | None = None,
+    target: float | None = None,
 ) -> Counters:
     """Train until cfg.env_steps agent steps (over all ranks), a stop signal, max_seconds of wall
-    clock in this session or max_steps agent steps (benchmarks use these two: the schedules still
-    anneal over cfg.env_steps). Saves at the end; returns the counters."""
+    clock in this session, max_steps agent steps or a last-100 mean of at least target (benchmarks
+    use these three: the schedules still anneal over cfg.env_steps). Saves at the end; returns the
+    counters."""
     d = d or Dist()
     run = Trainer(cfg, resume, d, device or pick_device(cfg.device), tracker)
     end = min(cfg.env_steps, max_steps or cfg.env_steps)
     try:
         while run.counters.timesteps < end:
             out_of_time = max_seconds is not None and time.perf_counter() - run.session_start > max_seconds
-            if d.any(run.stop() or out_of_time) or run.iteration() is None:
+            done = target is not None and run.reached(target)
+            if d.any(run.stop() or out_of_time or done) or run.iteration() is None:
                 break
         run.save()
         if run.logger is not None:
@@ -411,7 +419,11 @@ def prepare(cfg: Config, overrides: dict, fresh: bool, world_size: int) -> tuple
 
 
 def start(
-    overrides: dict, fresh: bool = False, max_seconds: float | None = None, max_steps: int | None = None
+    overrides: dict,
+    fresh: bool = False,
+    max_seconds: float | None = None,
+    max_steps: int | None = None,
+    target: float | None = None,
 ) -> Counters:
     """`ppo1 train`: resolve the flags (every rank, before joining the group), set up on rank 0, share
     the config and checkpoint with the other ranks, and train."""
@@ -433,7 +445,7 @@ def start(
         if error is not None:
             raise ConfigError(error if d.rank == 0 else f"rank 0 refused to start: {error}")
         cfg.run_dir.mkdir(parents=True, exist_ok=True)  # for monitor.<rank>.csv on other machines
-        counters = train(cfg, resume, d, device, max_seconds, max_steps, tracker)
+        counters = train(cfg, resume, d, device, max_seconds, max_steps, tracker, target)
     except RankFailure:
         distributed.abandon()
         raise
