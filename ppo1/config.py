@@ -148,8 +148,10 @@ PRESETS: dict[str, dict] = {
     ),
     # Ours, for the wall clock of a small CPU machine (benchmarks/learning.py): ppo-paper with
     # minibatches of 4 x 8 = 32 samples, as chainerrl's first PPO Atari example (chainer/chainerrl
-    # PR 126, 2017), so 96 instead of 12 gradient steps per iteration. Tuned on Pong only.
-    "wallclock": dict(optim_batchsize=4),
+    # PR 126, 2017), so 96 instead of 12 gradient steps per iteration, and the Nature DQN network
+    # of baselines ppo1's own run_atari.py (kind="large"). Tuned on Pong, checked on SpaceInvaders
+    # (benchmarks/results/issue15/).
+    "wallclock": dict(optim_batchsize=4, model_type="large"),
     # baselines/ppo1/run_mujoco.py = PPO paper Table 3: horizon 2048, clip 0.2, no entropy bonus,
     # 10 epochs, lr 3e-4, minibatch 64, gamma 0.99, lambda 0.95, linear schedule, 1M steps, 1 env.
     "mujoco": dict(

@@ -85,18 +85,22 @@ def test_one_iteration_counts_logs_and_saves(tmp_path, cli):
     assert saved == dict(timesteps=256, iterations=1, episodes=len(games), elapsed=run.counters.elapsed)
 
 
-def test_wallclock_preset_takes_eight_times_the_gradient_steps(tmp_path):
+def test_wallclock_preset_takes_eight_times_the_gradient_steps_on_the_large_network(tmp_path):
     """One iteration of 8 envs x 128 steps, 3 epochs: ppo-paper's minibatches of 256 make 12 Adam
-    steps, the wallclock preset's minibatches of 32 make 96; the rest of the settings are the same."""
+    steps of the small (A3C) network, the wallclock preset's minibatches of 32 make 96 of the large
+    (Nature DQN) one; the rest of the settings are the same."""
     paper, fast = resolve({"preset": "ppo-paper"}).to_dict(), resolve({"preset": "wallclock"}).to_dict()
-    assert {k for k in paper if paper[k] != fast[k]} == {"preset", "optim_batchsize"}
-    for preset, steps in (("ppo-paper", 12), ("wallclock", 96)):
+    assert {k for k in paper if paper[k] != fast[k]} == {"preset", "optim_batchsize", "model_type"}
+    for preset, steps, conv in (("ppo-paper", 12, [16, 32]), ("wallclock", 96, [32, 64, 64])):
         run = overrides(tmp_path / preset, preset=preset, num_envs=8, timesteps_per_actorbatch=128)
         run["env_steps"] = 1024
-        del run["optim_batchsize"]  # the preset's
+        del run["optim_batchsize"], run["model_type"]  # the preset's
         start(run)
-        state = load(tmp_path / preset / "run")["optimizer"]["state"]
+        saved = load(tmp_path / preset / "run")
+        state = saved["optimizer"]["state"]
         assert len(state) > 0 and {int(s["step"]) for s in state.values()} == {steps}
+        convs = [w.shape[0] for k, w in saved["model"].items() if w.dim() == 4]
+        assert convs == conv, convs
 
 
 def test_finished_run_does_nothing_more(tmp_path, cli, capsys):
