@@ -12,7 +12,7 @@ import ppo1
 from ppo1.agent import Agent, load_agent
 
 AGENTS = Path(__file__).resolve().parents[1] / "agents"
-SHIPPED = ["PongNoFrameskip-v4-ppo-paper.pt"]
+SHIPPED = ["PongNoFrameskip-v4-ppo-paper.pt", "PongNoFrameskip-v4-wallclock.pt"]
 MARGIN = 10  # points per game: an untrained network loses Pong about 21-0, as the random policy does
 
 
@@ -26,8 +26,12 @@ def beats(agent: Agent, baseline: Agent, seed: int = 0) -> bool:
     return score(agent, seed) >= score(baseline, seed) + MARGIN
 
 
-def untrained(env_name: str, seed: int, tmp_path: Path) -> Agent:
-    return load_agent(env_name=env_name, checkpoint_dir=str(tmp_path), allow_random=True, seed=seed)
+def untrained(agent: Agent, seed: int, tmp_path: Path) -> Agent:
+    """A network of the agent's own preset (and so its size), freshly initialized."""
+    cfg = agent.cfg
+    return load_agent(
+        env_name=cfg.env_name, preset=cfg.preset, checkpoint_dir=str(tmp_path), allow_random=True, seed=seed
+    )
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -36,7 +40,8 @@ def test_a_shipped_agent_is_plain_data_and_beats_an_untrained_network(name, tmp_
     state = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code can run
     assert "optimizer" not in state and state["counters"]["timesteps"] > 1_000_000
     agent = ppo1.load(path)
-    baseline = untrained(agent.cfg.env_name, 1, tmp_path)
+    baseline = untrained(agent, 1, tmp_path)
+    assert baseline.cfg.model_type == agent.cfg.model_type
     assert beats(agent, baseline)
     # The same check of another untrained network fails: it is not a check that anything passes.
-    assert not beats(untrained(agent.cfg.env_name, 2, tmp_path), baseline)
+    assert not beats(untrained(agent, 2, tmp_path), baseline)
