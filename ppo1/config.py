@@ -150,8 +150,8 @@ PRESETS: dict[str, dict] = {
     # minibatches of 4 x 8 = 32 samples, as chainerrl's first PPO Atari example (chainer/chainerrl
     # PR 126, 2017), so 96 instead of 12 gradient steps per iteration, and the Nature DQN network
     # of baselines ppo1's own run_atari.py (kind="large"). Tuned on Pong, checked on SpaceInvaders
-    # (benchmarks/results/issue15/).
-    "wallclock": dict(optim_batchsize=4, model_type="large"),
+    # (benchmarks/results/issue15/). The default for Atari games: 2M agent steps, what Pong needs.
+    "wallclock": dict(env_steps=2_000_000, optim_batchsize=4, model_type="large"),
     # baselines/ppo1/run_mujoco.py = PPO paper Table 3: horizon 2048, clip 0.2, no entropy bonus,
     # 10 epochs, lr 3e-4, minibatch 64, gamma 0.99, lambda 0.95, linear schedule, 1M steps, 1 env.
     "mujoco": dict(
@@ -214,11 +214,11 @@ def resolve(overrides: dict, base: dict | None = None) -> Config:
 
 
 def default_preset(env_name: str) -> str:
-    """ppo-paper for Atari games, mujoco for MuJoCo envs, classic for the rest."""
+    """wallclock for Atari games, mujoco for MuJoCo envs, classic for the rest."""
     from ppo1.envs import parse_env_name
 
     kind = parse_env_name(env_name).kind
-    return {"atari": "ppo-paper", "mujoco": "mujoco"}.get(kind, "classic")
+    return {"atari": "wallclock", "mujoco": "mujoco"}.get(kind, "classic")
 
 
 def validate(cfg: Config) -> None:
