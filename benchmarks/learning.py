@@ -10,7 +10,9 @@ final checkpoint under the protocol it was trained under (PongNoFrameskip-v4: pa
 env's own episodes).
 Writes into --out: the run folders, results.json (per seed: mean real score of the last 100
 training games, evaluation mean and std, agent steps, frames, wall time, steps/s, and the first
-agent step and wall time at which the last-100 mean reached --target; seeds already in
+agent step and wall time at which the last-100 mean reached --target, and the last-100 mean at the
+--at steps; a game's agent step is the real step counter (progress.csv's TimestepsSoFar) at the end
+of the iteration in which it ended, matched by the training clock (monitor.csv's t); seeds already in
 results.json from a run with the same settings are kept, so seeds can be run one at a time) and
 curve.png from `ppo1 plot` over every run folder in --out.
 Cost: --minutes x --seeds of machine time, plus evaluation (a few minutes).
@@ -19,7 +21,6 @@ Cost: --minutes x --seeds of machine time, plus evaluation (a few minutes).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -31,35 +32,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ppo1.cli import add_config_flags  # noqa: E402
 from ppo1.config import resolve  # noqa: E402
 from ppo1.envs import FRAME_SKIP, parse_env_name  # noqa: E402
+from ppo1.errors import ConfigError  # noqa: E402
+from ppo1.plot import game_steps, read_monitors  # noqa: E402
 from ppo1.trainer import start  # noqa: E402
 
 
-def read_monitor(path: Path) -> list[tuple[float, int, float]]:
-    with path.open() as f:
-        next(f)  # the '#{json}' line
-        return [(float(r["r"]), int(r["l"]), float(r["t"])) for r in csv.DictReader(f)]
+def read_monitor(run: Path) -> list[tuple[float, int, float]]:
+    """(score, step, t) of each game of a run folder, in the order the games ended: the real score
+    (monitor*.csv's r), the real agent-step counter at the end of the iteration in which the game
+    ended (progress.csv's TimestepsSoFar in the row whose TimeElapsed is t; not the sum of the
+    lengths l, which misses the games in flight and those cut at each resume) and t, the seconds
+    of training then. ConfigError where a game has no progress.csv row."""
+    times, scores, _ = read_monitors(run)
+    return list(zip(scores.tolist(), game_steps(run, times).tolist(), times.tolist()))
 
 
 def reached(games: list[tuple[float, int, float]], target: float) -> tuple[int | None, float | None]:
-    """First agent step and wall time at which the mean of the last 100 games reached target."""
-    last, steps = deque(maxlen=100), 0
-    for r, n, t in games:
+    """Agent step and training time (read_monitor's) of the first game at whose end the mean of the
+    last 100 games reached target."""
+    last = deque(maxlen=100)
+    for r, step, t in games:
         last.append(r)
-        steps += n
         if len(last) == 100 and sum(last) / 100 >= target:
-            return steps, t
+            return step, t
     return None, None
 
 
 def last100_at(games: list[tuple[float, int, float]], step: int, total: int) -> float | None:
-    """Mean real score of the last 100 games that ended by agent step `step` of a run that trained
-    `total` steps (None: it did not get that far, or no game had ended)."""
-    last, steps = deque(maxlen=100), 0
-    for r, n, _ in games:
-        if steps + n > step:
-            break
-        steps += n
-        last.append(r)
+    """Mean real score of the last 100 games that ended by agent step `step` (read_monitor's real
+    step) of a run that trained `total` steps (None: it did not get that far, or no game had ended)."""
+    last = [r for r, s, _ in games if s <= step][-100:]
     if not last or step > total:
         return None
     return sum(last) / len(last)
@@ -120,7 +122,10 @@ def main() -> None:
             max_steps=int(args.max_steps) if args.max_steps else None,
             target=args.target if args.stop_at_target else None,
         )
-        games = read_monitor(args.out / name / "monitor.csv")
+        try:
+            games = read_monitor(args.out / name)
+        except ConfigError as e:
+            p.exit(2, f"learning.py: {e}\n")
         eval_json = args.out / f"{name}-eval.json"
         subprocess.run(
             [sys.executable, "-m", "ppo1", "evaluate", "--env_name", args.env_name, "--checkpoint_dir",

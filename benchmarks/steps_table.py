@@ -1,15 +1,20 @@
-"""Tables of runs from their monitor.csv, in Markdown: the last-100 real score at given agent steps
-(--at), or the agent steps and training time at which it first reached given scores (--reach).
+"""Tables of runs from their monitor.csv and progress.csv, in Markdown: the last-100 real score at
+given agent steps (--at), or the agent steps and training time at which it first reached given
+scores (--reach).
 
     python benchmarks/steps_table.py RUN_DIR [RUN_DIR ...] [--at 2e5,3.5e5,5e5] [-o table.md]
     python benchmarks/steps_table.py RUN_DIR [RUN_DIR ...] --reach=-15,0,18,20
 
---at: a cell is empty where the run did not reach that step. --reach: the first game at whose end
-the mean of the last 100 games is at least the score (a full window of 100 games); "not reached" where
-the run never got there, with the steps it ran. The time is the run's training time at that game
-(monitor.csv's t: seconds trained, summed over resumes). The eval column is <RUN_DIR>-eval.json
-beside the run folder (as benchmarks/learning.py writes it), where there is one. Costs nothing: it
-reads files.
+A game's agent step is the run's real step counter when it was logged: progress.csv's
+TimestepsSoFar at the end of the iteration in which the game ended (the row whose TimeElapsed is
+the game's monitor.csv t), not the sum of the games' lengths, which misses the games in flight and
+those cut at each resume. A monitor row with no such progress.csv row is an error (exit 2).
+--at: the last 100 games logged by that step; a cell is empty where the run did not reach that
+step. --reach: the first game at whose end the mean of the last 100 games is at least the score (a
+full window of 100 games); "not reached" where the run never got there, with the steps it ran. The
+time is the run's training time at that game (monitor.csv's t: seconds trained, summed over
+resumes). The eval column is <RUN_DIR>-eval.json beside the run folder (as benchmarks/learning.py
+writes it), where there is one. Costs nothing: it reads files.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from learning import last100_at, reached, read_monitor  # noqa: E402
+
+from ppo1.errors import ConfigError  # noqa: E402
 
 
 def total_steps(run: Path) -> int:
@@ -64,7 +71,10 @@ def main() -> None:
         head = [f"{s / 1e6:g}M" for s in steps]
     lines = ["| run | steps reached | " + " | ".join(head) + " |", "|---" * (len(head) + 2) + "|"]
     for run in args.run_dirs:
-        games, total = read_monitor(run / "monitor.csv"), total_steps(run)
+        try:
+            games, total = read_monitor(run), total_steps(run)
+        except ConfigError as e:
+            p.exit(2, f"steps_table.py: {e}\n")
         if args.reach:
             cells = [reach_cell(games, s, total) for s in scores] + [eval_cell(run)]
         else:

@@ -1,9 +1,13 @@
 """`ppo1 plot`: learning curves (real game score vs agent steps and vs frames) from run folders.
 
-Data per run: monitor.csv (baselines bench.Monitor format: a '#{json}' line, then r,l,t; l is in
-agent steps) merged with the monitor.<rank>.csv files of distributed runs by the time t, the agent
-step of each game being the cumulative sum of l; or, where no game was logged there, progress.csv
-(EpRewMean vs TimestepsSoFar, already a mean over the last 100 games). Frames = 4 x agent steps.
+Data per run: monitor.csv (baselines bench.Monitor format: a '#{json}' line, then r,l,t) merged with
+the monitor.<rank>.csv files of distributed runs by the time t. The agent step of each game is the
+run's real step counter when it was logged: a game is written at the end of the iteration in which
+it ended, with t = that iteration's training time, so its step is the TimestepsSoFar of the
+progress.csv row whose TimeElapsed (the same clock, to 2 decimals) is t (see game_steps). Not the sum
+of the games' lengths l, which leaves out the games in flight and those cut at each resume. Where
+no game was logged, the curve is progress.csv's EpRewMean (already a mean over the last 100 games)
+vs TimestepsSoFar. Frames = 4 x agent steps.
 
 Runs whose folder names are equal after stripping a seed suffix (-seed1, _seed1, -s1, _s1) form a
 group, drawn as the mean over its runs on a common step grid with a shaded band (min-max by
@@ -46,8 +50,8 @@ class Curve:
 
 
 def read_monitors(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """(scores, lengths) of every game in the run's monitor files, ordered by time; the env id."""
-    rows: list[tuple[float, float, int]] = []  # (t, r, l)
+    """(times t, scores) of every game in the run's monitor files, ordered by t; the env id."""
+    rows: list[tuple[float, float]] = []  # (t, r)
     env_id = None
     for path in sorted(p for p in run_dir.iterdir() if MONITOR_FILE.fullmatch(p.name)):
         lines = path.read_text().splitlines()
@@ -62,13 +66,49 @@ def read_monitors(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str | None]:
                 body.append(line)
         for row in csv.DictReader(body):
             try:
-                rows.append((float(row["t"]), float(row["r"]), int(float(row["l"]))))
+                t, r, _ = float(row["t"]), float(row["r"]), int(float(row["l"]))
             except (KeyError, TypeError, ValueError):
                 raise ConfigError(f"{path} is not a monitor file (columns r,l,t)") from None
+            rows.append((t, r))
     rows.sort(key=lambda x: x[0])  # stable: games of one file logged at the same t keep their order
-    scores = np.array([r for _, r, _ in rows], dtype=np.float64)
-    lengths = np.array([n for _, _, n in rows], dtype=np.int64)
-    return scores, lengths, env_id
+    times = np.array([t for t, _ in rows], dtype=np.float64)
+    scores = np.array([r for _, r in rows], dtype=np.float64)
+    return times, scores, env_id
+
+
+def read_clock(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """progress.csv's (TimeElapsed, TimestepsSoFar) per iteration: the training clock and the real
+    agent-step counter at the end of each iteration."""
+    path = run_dir / "progress.csv"
+    if not path.is_file():
+        raise ConfigError(
+            f"{run_dir} has monitor files but no progress.csv to read the games' agent steps from"
+        )
+    with path.open(newline="") as f:
+        try:
+            rows = [(float(r["TimeElapsed"]), int(float(r["TimestepsSoFar"]))) for r in csv.DictReader(f)]
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{path}: want TimeElapsed and TimestepsSoFar in every row") from None
+    return np.array([t for t, _ in rows]), np.array([s for _, s in rows], dtype=np.int64)
+
+
+def game_steps(run_dir: Path, times: np.ndarray) -> np.ndarray:
+    """The real agent step of each game logged at training time t (monitor.csv, increasing): the
+    TimestepsSoFar of the progress.csv row whose TimeElapsed is t to 2 decimals (the nearest row
+    within 0.006 s). A game with no such row is a ConfigError."""
+    clock, steps = read_clock(run_dir)
+    if not len(clock):  # no iteration logged: no game matches
+        clock, steps = np.array([np.inf]), np.array([0])
+    lo = np.minimum(np.searchsorted(clock, times - 0.006), len(clock) - 1)  # the first row not too early
+    hi = np.minimum(lo + 1, len(clock) - 1)
+    i = np.where(np.abs(clock[hi] - times) < np.abs(clock[lo] - times), hi, lo)
+    bad = np.flatnonzero(np.abs(clock[i] - times) > 0.006)
+    if len(bad):
+        raise ConfigError(
+            f"{run_dir}: the game logged at t={times[bad[0]]:g} s has no progress.csv row with "
+            f"TimeElapsed {times[bad[0]]:.2f} ({len(bad)} such games), so its agent step is unknown"
+        )
+    return steps[i]
 
 
 def trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
@@ -106,10 +146,14 @@ def load_run(run_dir: Path | str, smooth: int = 100) -> Curve | None:
         raise ConfigError(f"{run_dir} has no monitor.csv or progress.csv")
     env_id = None
     if has_monitor:
-        scores, lengths, env_id = read_monitors(run_dir)
-        if len(scores):
-            steps = np.cumsum(lengths).astype(np.float64)
-            return Curve(name, steps, trailing_mean(scores, smooth), "monitor", env_id, len(scores))
+        times, scores, env_id = read_monitors(run_dir)
+        scores = trailing_mean(scores, smooth)
+        if len(times) and has_progress:  # a live run: the games of the iteration being logged wait
+            logged = times <= read_clock(run_dir)[0].max(initial=-1.0) + 0.006
+            times, scores = times[logged], scores[logged]
+        if len(times):
+            steps = game_steps(run_dir, times).astype(np.float64)
+            return Curve(name, steps, scores, "monitor", env_id, len(times))
     if has_progress:
         steps, scores = read_progress(run_dir)
         if len(steps):

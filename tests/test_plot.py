@@ -1,4 +1,5 @@
-"""`ppo1 plot`: learning curves from monitor.csv / progress.csv written in the formats a run writes."""
+"""`ppo1 plot`: learning curves from monitor.csv / progress.csv written in the formats a run writes;
+a game's agent step is the real step counter of progress.csv when it was logged."""
 
 from __future__ import annotations
 
@@ -14,22 +15,36 @@ import pytest
 from conftest import one_error_line
 from matplotlib.collections import PolyCollection
 
-from ppo1.logger import MonitorWriter, monitor_name
+from ppo1.logger import MonitorWriter, drop_rows_after, monitor_name
 from ppo1.plot import group_name, load_run, plot_runs
 
 
 def write_run(run_dir: Path, seed: int, games: int = 200, ranks: int = 1) -> None:
-    """A run's monitor file(s), written by the writer training uses: a Pong agent that improves
-    from -21 to about +15, games of ~1000-3000 agent steps, seed-dependent noise."""
+    """A run's monitor file(s), written by the writer training uses, and its progress.csv: a Pong
+    agent that improves from -21 to about +15, games of ~1000-3000 agent steps (one per
+    iteration, 700 more steps in flight), seed-dependent noise."""
     rng = np.random.default_rng(seed)
     run_dir.mkdir(parents=True)
     writers = [MonitorWriter(run_dir / monitor_name(rank), "PongNoFrameskip-v4") for rank in range(ranks)]
+    rows, steps = [], 700
     for g in range(games):
         score = float(np.clip(np.round(-21 + 36 * g / games + rng.normal(0, 3)), -21, 21))
         length = int(1000 + 10 * g + rng.integers(0, 200))
-        writers[g % ranks].write([score], [length], elapsed=10.0 * g + rng.random())
+        elapsed = 10.0 * g + rng.random()
+        writers[g % ranks].write([score], [length], elapsed=elapsed)
+        steps += length
+        rows.append((steps, round(elapsed, 2)))
     for w in writers:
         w.close()
+    write_clock(run_dir, rows)
+
+
+def write_clock(run_dir: Path, rows: list[tuple[int, float]]) -> None:
+    """progress.csv's TimestepsSoFar and TimeElapsed, one row per iteration."""
+    with (run_dir / "progress.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["TimestepsSoFar", "TimeElapsed", "EpRewMean"])
+        w.writerows([(step, t, -20.0) for step, t in rows])
 
 
 def write_progress(run_dir: Path, rows: list[tuple[int, float]]) -> None:
@@ -68,12 +83,49 @@ def test_monitor_files_of_ranks_are_merged_by_time(tmp_path):
     rank1.write([-18.0], [400], elapsed=4.0)
     rank0.close()
     rank1.close()
+    write_clock(run, [(1024, 1.0), (2048, 2.0), (3072, 3.0), (4096, 4.0)])
     curve = load_run(run, smooth=1)
     assert curve.source == "monitor" and curve.games == 4
-    assert curve.steps.tolist() == [100, 300, 600, 1000]  # cumulative agent steps in time order
+    assert curve.steps.tolist() == [1024, 2048, 3072, 4096]  # the step counter when each was logged
     assert curve.scores.tolist() == [-21, -20, -19, -18]
     assert load_run(run, smooth=2).scores.tolist() == [-21, -20.5, -19.5, -18.5]
     assert curve.env_id == "PongNoFrameskip-v4"
+
+
+def test_the_steps_after_a_resume_are_the_real_counter(tmp_path, capsys):
+    """Games cut by a resume leave the summed lengths behind the counter: the curve is at the
+    counter. 1 env, iterations of 1,000 steps (10 s), games of 350: the checkpoint at iteration 3
+    (3,000 steps, 200 into a game), the run stopped at 5 and resumed from the checkpoint."""
+    run = tmp_path / "run"
+    run.mkdir()
+
+    def train(start: int, stop: int) -> None:  # the emulator starts a fresh game at `start`
+        monitor, played = MonitorWriter(run / "monitor.csv", "PongNoFrameskip-v4"), 0
+        for i in range(start + 1, stop + 1):
+            n, played = divmod(played + 1000, 350)
+            monitor.write([-20.0] * n, [350] * n, elapsed=10.0 * i + 0.004)
+        monitor.close()
+
+    train(0, 5)
+    write_clock(run, [(1000 * i, 10.0 * i) for i in range(1, 6)])
+    drop_rows_after(run, 3000, 30.004)
+    train(3, 6)
+    write_clock(run, [(1000 * i, 10.0 * i) for i in range(1, 7)])
+    curve = load_run(run, smooth=1)
+    # 8 games by the checkpoint (2,800 steps), 8 after it: summed lengths would put the last at
+    # 16 x 350 = 5,600 steps; it was logged at 6,000.
+    assert curve.steps.tolist() == [1000] * 2 + [2000] * 3 + [3000] * 3 + [4000] * 2 + [5000] * 3 + [6000] * 3
+    # A live run: the games of the iteration being logged (no progress.csv row yet) wait.
+    with (run / "monitor.csv").open("a") as f:
+        f.write("-20.0,350,70.001\n")
+    assert load_run(run, smooth=1).steps.tolist() == curve.steps.tolist()
+    with (run / "monitor.csv").open("a") as f:  # a game logged at a time no iteration ended
+        f.write("-20.0,350,45.5\n")
+    out = tmp_path / "curve.png"
+    assert "t=45.5 s has no progress.csv row" in one_error_line(capsys, ["plot", str(run), "-o", str(out)])
+    (run / "progress.csv").unlink()
+    assert "no progress.csv" in one_error_line(capsys, ["plot", str(run), "-o", str(out)])
+    assert not out.exists()
 
 
 def test_seeds_of_one_setting_draw_a_band(tmp_path):
