@@ -33,8 +33,9 @@ from ppo1.cli import add_config_flags  # noqa: E402
 from ppo1.config import resolve  # noqa: E402
 from ppo1.envs import FRAME_SKIP, parse_env_name  # noqa: E402
 from ppo1.errors import ConfigError  # noqa: E402
+from ppo1.launch import start  # noqa: E402
 from ppo1.plot import game_steps, read_monitors  # noqa: E402
-from ppo1.trainer import start  # noqa: E402
+from ppo1.trainer import stop_after  # noqa: E402
 
 
 def read_monitor(run: Path) -> list[tuple[float, int, float]]:
@@ -115,13 +116,12 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         name = f"{args.env_name.replace('/', '_')}-{preset}-seed{seed}"
         run = {**overrides, "seed": seed, "checkpoint_dir": str(args.out), "model_name": name}
-        counters = start(
-            run,
-            fresh=args.fresh,
-            max_seconds=args.minutes * 60 if args.minutes else None,
-            max_steps=int(args.max_steps) if args.max_steps else None,
-            target=args.target if args.stop_at_target else None,
+        stop_when = stop_after(
+            seconds=args.minutes * 60 if args.minutes else None,
+            steps=int(args.max_steps) if args.max_steps else None,
+            score=args.target if args.stop_at_target else None,
         )
+        counters = start(run, fresh=args.fresh, stop_when=stop_when)
         try:
             games = read_monitor(args.out / name)
         except ConfigError as e:

@@ -38,9 +38,10 @@ import torch  # noqa: E402
 
 from ppo1.config import resolve  # noqa: E402
 from ppo1.envs import VecEnv, default_threads, parse_env_name  # noqa: E402
+from ppo1.launch import start  # noqa: E402
 from ppo1.learner import ppo_loss  # noqa: E402
 from ppo1.policies import CnnPolicy, pick_device  # noqa: E402
-from ppo1.trainer import start  # noqa: E402
+from ppo1.trainer import stop_after  # noqa: E402
 
 
 def rate(fn, items_per_call: int, seconds: float, warmup: int = 3, sync=lambda: None) -> float:
@@ -105,7 +106,7 @@ def measure_network(cfg, seconds: float, num_actions: int, in_channels: int) -> 
 def measure_loop(overrides: dict, seconds: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {**overrides, "checkpoint_dir": tmp, "model_name": "bench", "save_interval": 10**9}
-        start(overrides, fresh=True, max_seconds=seconds)
+        start(overrides, fresh=True, stop_when=stop_after(seconds=seconds))
         rows = list(csv.DictReader((Path(tmp) / "bench" / "progress.csv").open()))
     if len(rows) < 3:
         raise SystemExit(f"only {len(rows)} iterations ran; give more --seconds")

@@ -18,7 +18,7 @@ from ppo1.checkpoint import CHECKPOINT
 from ppo1.config import Config, resolve
 from ppo1.errors import ConfigError
 from ppo1.evaluate import evaluate
-from ppo1.trainer import start
+from ppo1.launch import start
 
 
 def train(config: Config | None = None, *, fresh: bool = False, **settings) -> Agent:

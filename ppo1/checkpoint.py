@@ -188,3 +188,22 @@ def check_compatible(saved: dict, wanted: dict, path: Path) -> None:
             raise ConfigError(
                 f"checkpoint {path} has {what} {a}, not {b}; use another --model_name or --fresh"
             )
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's random generators: torch's CPU one, and the CUDA one that samples actions on a
+    GPU. The emulators' state is not saved."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return dict(torch=torch.get_rng_state(), cuda=cuda)
+
+
+def restore_rng(saved: dict, device: torch.device) -> None:
+    torch.set_rng_state(saved["torch"])
+    if saved.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(saved["cuda"], device)
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """The temporary file of a save interrupted by a kill."""
+    for stale in run_dir.glob(".checkpoint-*"):
+        stale.unlink(missing_ok=True)

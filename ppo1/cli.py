@@ -113,7 +113,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, episodes_help: str) -> None:
     parser.add_argument(
         "--preset",
         choices=CHOICES["preset"],
-        help="with no --model_name, the run folder is <Game>-<preset> (default: ppo-paper)",
+        help="with no --model_name, the run folder is <Game>-<preset> (default: wallclock for Atari games)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -245,7 +245,7 @@ def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "fresh")}
-        from ppo1.trainer import start  # resolves the flags once, before anything is written
+        from ppo1.launch import start  # resolves the flags once, before anything is written
 
         start(overrides, fresh=args.fresh)
     elif args.command in ("evaluate", "movie", "play"):

@@ -17,8 +17,9 @@ from ppo1.errors import ConfigError
 class Config:
     env_name: str = "PongNoFrameskip-v4"
     """Atari game (PongNoFrameskip-v4, ALE/Pong-v5: sticky actions, Pong) or a gymnasium id (CartPole-v1)."""
-    preset: str = "ppo-paper"
-    """Named defaults: ppo-paper, wallclock, baselines-ppo1, mujoco, classic (default by env)."""
+    preset: str = ""
+    """Named defaults: wallclock, ppo-paper, baselines-ppo1, mujoco, classic; empty: by env (Atari:
+    wallclock, MuJoCo: mujoco, others: classic)."""
     env_steps: int = 10_000_000
     """Total agent steps over all envs and ranks (1 agent step = 4 frames); schedules anneal over it."""
     num_envs: int = 8

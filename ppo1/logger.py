@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from ppo1.config import Config
@@ -59,6 +60,48 @@ def drop_rows_after(run_dir: Path, timesteps: int, elapsed: float) -> None:
     _filter_csv(run_dir / PROGRESS, lambda r: int(float(r["TimestepsSoFar"])) <= timesteps)
     for mon in run_dir.glob("monitor*.csv"):
         _filter_csv(mon, lambda r: float(r["t"]) <= round(elapsed, 6), skip_comment=True)
+
+
+def missing_logs(run_dir: Path, counters) -> str:
+    """What progress.csv and the monitor files lack of the iterations and games a checkpoint counted
+    (counters: checkpoint.Counters), in words; empty when they hold all of them."""
+    path, rows = run_dir / PROGRESS, []
+    if path.exists():
+        with path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("Iteration")]
+    logged = {int(float(r["Iteration"])) for r in rows}
+    gaps = []
+    lost = [i for i in range(1, counters.iterations + 1) if i not in logged]
+    if lost:
+        gaps.append(f"progress.csv lacks iterations {spans(lost)}")
+    ends = np.array([t for mon in run_dir.glob("monitor*.csv") for t in _monitor_times(mon)])
+    if len(ends) < counters.episodes:
+        where = ""
+        if rows:  # each game was logged with its iteration's clock: count them per iteration
+            times = np.array([float(r["TimeElapsed"]) for r in rows])
+            right = np.clip(np.searchsorted(times, ends), 1, len(times) - 1) if len(times) > 1 else 0
+            near = np.where(np.abs(times[right - 1] - ends) <= np.abs(times[right] - ends), right - 1, right)
+            counted = np.bincount(np.atleast_1d(near), minlength=len(rows))
+            short = [int(float(r["Iteration"])) for r, n in zip(rows, counted) if n < float(r["EpThisIter"])]
+            where = f" (iterations {spans(short)})" if short else ""
+        gaps.append(f"the monitor files lack {counters.episodes - len(ends)} games{where}")
+    return "; ".join(gaps)
+
+
+def _monitor_times(path: Path) -> list[float]:
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return [float(r["t"]) for r in csv.DictReader(lines) if r.get("t")]
+
+
+def spans(numbers: list[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9'."""
+    out, first = [], None
+    for i, n in enumerate(numbers):
+        first = n if first is None else first
+        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
+            out.append(str(first) if first == n else f"{first}-{n}")
+            first = None
+    return ", ".join(out)
 
 
 class MonitorWriter:

@@ -1,28 +1,27 @@
-"""Training: the iteration (collect, GAE, update, log, save), set-up and resume beside it."""
+"""Training: one rank's run, the iteration (collect, GAE, update, log, save) and the loop around it."""
 
 from __future__ import annotations
 
 import signal
-import tempfile
 import time
 from collections import deque
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from ppo1 import checkpoint, distributed
-from ppo1.checkpoint import Counters, TrainState
-from ppo1.config import Config, resolve
+from ppo1 import checkpoint
+from ppo1.checkpoint import Counters, TrainState, restore_rng, rng_state
+from ppo1.config import Config
 from ppo1.distributed import Dist
-from ppo1.envs import VecEnv, default_threads, env_dims, parse_env_name
+from ppo1.envs import VecEnv, default_threads, parse_env_name
 from ppo1.errors import ConfigError, RankFailure
 from ppo1.evaluate import evaluate_in_training
 from ppo1.learner import lr_multiplier, update
-from ppo1.logger import Logger, MonitorWriter, Tracker, drop_rows_after, monitor_name, require_wandb
+from ppo1.logger import Logger, MonitorWriter, Tracker, monitor_name
 from ppo1.policies import make_policy, pick_device
 from ppo1.rollout import Rollout, Segment, compute_gae
-from ppo1.video import capture_video, render_env, require_ffmpeg
+from ppo1.video import capture_video
 
 
 def nanmean(xs) -> float:
@@ -58,19 +57,6 @@ def env_seeds(cfg: Config, rank: int, iterations: int) -> np.ndarray:
         return cfg.seed + 10000 * (rank * cfg.num_envs + np.arange(cfg.num_envs))
     state = np.random.SeedSequence([cfg.seed, rank, iterations]).generate_state(cfg.num_envs)
     return (state >> 2).astype(np.int64)
-
-
-def rng_state(device: torch.device) -> dict:
-    """This process's random generators: torch's CPU one, and the CUDA one that samples actions on a
-    GPU. The emulators' state is not saved."""
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return dict(torch=torch.get_rng_state(), cuda=cuda)
-
-
-def restore_rng(saved: dict, device: torch.device) -> None:
-    torch.set_rng_state(saved["torch"])
-    if saved.get("cuda") is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(saved["cuda"], device)
 
 
 class Trainer:
@@ -293,164 +279,56 @@ class Trainer:
             e.close()
 
 
+StopWhen = Callable[["Trainer"], bool]
+
+
+def stop_after(
+    seconds: float | None = None, steps: int | None = None, score: float | None = None
+) -> StopWhen:
+    """A stop condition for benchmarks: seconds of wall clock in this session, agent steps, or a
+    full last-100 window whose mean is at least score (the schedules still anneal over env_steps)."""
+
+    def stop_when(trainer: Trainer) -> bool:
+        return bool(
+            (seconds is not None and time.perf_counter() - trainer.session_start > seconds)
+            or (steps is not None and trainer.counters.timesteps >= steps)
+            or (score is not None and trainer.reached(score))
+        )
+
+    return stop_when
+
+
 def train(
     cfg: Config,
     resume: TrainState | None = None,
     d: Dist | None = None,
     device: torch.device | None = None,
-    max_seconds: float | None = None,
-    max_steps: int | None = None,
     tracker: Tracker | None = None,
-    target: float | None = None,
+    stop_when: StopWhen | None = None,
 ) -> Counters:
-    """Train until cfg.env_steps agent steps (over all ranks), a stop signal, max_seconds of wall
-    clock in this session, max_steps agent steps or a last-100 mean of at least target (benchmarks
-    use these three: the schedules still anneal over cfg.env_steps). Saves at the end; returns the
-    counters."""
+    """Train until cfg.env_steps agent steps (over all ranks), a stop signal, or stop_when(trainer)
+    before an iteration (on any rank). Saves at the end; returns the counters."""
     d = d or Dist()
-    run = Trainer(cfg, resume, d, device or pick_device(cfg.device), tracker)
-    end = min(cfg.env_steps, max_steps or cfg.env_steps)
+    trainer = Trainer(cfg, resume, d, device or pick_device(cfg.device), tracker)
     try:
-        while run.counters.timesteps < end:
-            out_of_time = max_seconds is not None and time.perf_counter() - run.session_start > max_seconds
-            done = target is not None and run.reached(target)
-            if d.any(run.stop() or out_of_time or done) or run.iteration() is None:
+        while trainer.counters.timesteps < cfg.env_steps:
+            asked = trainer.stop() or (stop_when is not None and stop_when(trainer))
+            if d.any(asked) or trainer.iteration() is None:
                 break
-        run.save()
-        if run.logger is not None:
-            step, path = run.counters.timesteps, run.ckpt_path
-            if run.stop():
-                run.logger.info(
-                    f"{run.stop.signal_name}: saved {path} at step {step}; "
+        trainer.save()
+        if trainer.logger is not None:
+            step, path = trainer.counters.timesteps, trainer.ckpt_path
+            if trainer.stop():
+                trainer.logger.info(
+                    f"{trainer.stop.signal_name}: saved {path} at step {step}; "
                     "run the same command again to resume"
                 )
             else:
-                run.logger.info(f"stopped at step {step}; saved {path}")
+                trainer.logger.info(f"stopped at step {step}; saved {path}")
     except RuntimeError as e:  # a collective failed: name the rank that went away
         if d.active and not isinstance(e, RankFailure):
             raise RankFailure(d.describe_failure(e)) from e
         raise
     finally:
-        run.close()
-    return run.counters
-
-
-def check_writable(run_dir: Path) -> None:
-    """The run folder, or its nearest existing parent, must be a folder we can really create in
-    (tried: permission bits do not stop root, /proc does)."""
-    existing = run_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"cannot create run folder {run_dir}: {existing} is not a folder")
-    try:
-        tempfile.TemporaryDirectory(dir=existing, prefix=".ppo1-write-test-").cleanup()
-    except OSError as e:
-        raise ConfigError(
-            f"cannot write to {existing} ({e.strerror}); pick another --checkpoint_dir"
-        ) from None
-
-
-def load_resume(cfg: Config, overrides: dict, world_size: int) -> tuple[Config, TrainState | None]:
-    """The checkpoint to resume, if the run folder has one, and the config it resumes with: the saved
-    one with the flags given on top. Prints what changed."""
-    path = cfg.run_dir / checkpoint.CHECKPOINT
-    if not path.exists():
-        return cfg, None
-    resume = checkpoint.load_state(path)
-    cfg = resolve(overrides, base=resume.config)
-    checkpoint.check_compatible(resume.config, cfg.to_dict(), path)
-    actions = env_dims(parse_env_name(cfg.env_name), cfg.frame_stacking)[1]
-    if resume.num_actions != actions:
-        raise ConfigError(
-            f"checkpoint {path} has {resume.num_actions} actions, {cfg.env_name} has "
-            f"{actions}; use another --model_name or --fresh"
-        )
-    changed = [
-        f"{k}: {v!r} -> {getattr(cfg, k)!r}" for k, v in resume.config.items() if getattr(cfg, k, v) != v
-    ]
-    if resume.world_size != world_size:
-        changed.append(f"world size: {resume.world_size} -> {world_size}")
-    c = resume.counters
-    print(
-        f"resuming {path} at step {c.timesteps} (iteration {c.iterations})"
-        + (f"; changed: {', '.join(changed)}" if changed else ""),
-        flush=True,
-    )
-    return cfg, resume
-
-
-def move_aside(run_dir: Path) -> None:
-    """--fresh: the old run folder becomes <name>.old-<date>[-n], never deleted."""
-    stamp = f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-    aside, n = run_dir.with_name(stamp), 1
-    while aside.exists():
-        aside, n = run_dir.with_name(f"{stamp}-{n}"), n + 1
-    run_dir.rename(aside)
-    print(f"--fresh: moved the old run folder to {aside}", flush=True)
-
-
-def prepare(cfg: Config, overrides: dict, fresh: bool, world_size: int) -> tuple[Config, TrainState | None]:
-    """Rank 0: load the checkpoint to resume, set up the run folder. Every check that can fail on bad
-    input runs before anything is written."""
-    check_writable(cfg.run_dir)
-    cfg, resume = (cfg, None) if fresh else load_resume(cfg, overrides, world_size)
-    pick_device(cfg.device)
-    if cfg.track:
-        require_wandb()
-    if cfg.capture_video:
-        require_ffmpeg()
-        render_env(parse_env_name(cfg.env_name), "rgb_array", cfg.frame_stacking).close()
-    if fresh and cfg.run_dir.exists():
-        move_aside(cfg.run_dir)
-    try:
-        cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(
-            f"cannot create run folder {cfg.run_dir} ({e.strerror}); check --model_name"
-        ) from None
-    for stale in cfg.run_dir.glob(".checkpoint-*"):  # a save interrupted by a kill
-        stale.unlink(missing_ok=True)
-    c = resume.counters if resume else Counters()
-    drop_rows_after(cfg.run_dir, c.timesteps, c.elapsed)
-    cfg.save(cfg.run_dir / "config.json")
-    print(f"run folder {cfg.run_dir}; preset {cfg.preset}; {cfg.env_name}", flush=True)
-    return cfg, resume
-
-
-def start(
-    overrides: dict,
-    fresh: bool = False,
-    max_seconds: float | None = None,
-    max_steps: int | None = None,
-    target: float | None = None,
-) -> Counters:
-    """`ppo1 train`: resolve the flags (every rank, before joining the group), set up on rank 0, share
-    the config and checkpoint with the other ranks, and train."""
-    cfg = resolve(overrides)
-    device = pick_device(cfg.device)
-    d = distributed.init(cfg.dist_timeout, device)
-    if device.type == "cuda" and d.active:
-        device = torch.device("cuda", d.local_rank % torch.cuda.device_count())  # ranks may share a GPU
-        torch.cuda.set_device(device)
-    try:
-        error, resume, tracker = None, None, None
-        if d.rank == 0:
-            try:
-                cfg, resume = prepare(cfg, overrides, fresh, d.world_size)
-                tracker = Tracker(cfg, resuming=resume is not None) if cfg.track else None
-            except ConfigError as e:
-                error = str(e)
-        error, cfg, resume = d.broadcast_object((error, cfg, resume))
-        if error is not None:
-            raise ConfigError(error if d.rank == 0 else f"rank 0 refused to start: {error}")
-        cfg.run_dir.mkdir(parents=True, exist_ok=True)  # for monitor.<rank>.csv on other machines
-        counters = train(cfg, resume, d, device, max_seconds, max_steps, tracker, target)
-    except RankFailure:
-        distributed.abandon()
-        raise
-    except BaseException:
-        distributed.shutdown()
-        raise
-    distributed.shutdown()
-    return counters
+        trainer.close()
+    return trainer.counters

@@ -345,11 +345,17 @@ def test_explicit_flags_win_over_the_preset():
     assert cfg.timesteps_per_actorbatch == 256  # the rest of the preset still applies
 
 
-def test_default_preset_is_the_ppo_paper():
+def test_default_preset_is_wallclock_and_ppo_paper_is_the_dataclass():
+    """No flags: wallclock (the paper's settings with minibatches of 4 x 8 on the Nature network, 2M
+    steps); --preset ppo-paper: the PPO paper's Table 5, the Config defaults unchanged."""
     cfg = resolve({})
-    assert cfg.preset == "ppo-paper" and PRESETS["ppo-paper"] == {}
-    assert (cfg.timesteps_per_actorbatch, cfg.epsilon, cfg.optim_epochs) == (128, 0.1, 3)
-    assert (cfg.optim_stepsize, cfg.optim_batchsize, cfg.num_envs) == (2.5e-4, 32, 8)
+    assert cfg.preset == "wallclock" and cfg.run_name == "Pong-wallclock"
+    assert (cfg.env_steps, cfg.optim_batchsize, cfg.model_type) == (2_000_000, 4, "large")
+    paper = resolve({"preset": "ppo-paper"})
+    assert PRESETS["ppo-paper"] == {} and paper.run_name == "Pong-ppo-paper"
+    assert (paper.timesteps_per_actorbatch, paper.epsilon, paper.optim_epochs) == (128, 0.1, 3)
+    assert (paper.optim_stepsize, paper.optim_batchsize, paper.num_envs) == (2.5e-4, 32, 8)
+    assert (paper.env_steps, paper.model_type) == (10_000_000, "small")
 
 
 def test_saved_config_sits_between_preset_and_flags():

@@ -132,7 +132,7 @@ def test_max_restarts_resumes_from_the_last_checkpoint(tmp_path, victim):
     per_iteration = 2 * BATCH  # the counters are global: 2 ranks x 64
     env_steps = 1000  # 8 iterations: 1024
     end = rounded_up(env_steps, 0, per_iteration)
-    run_dir = tmp_path / "Pong-ppo-paper"
+    run_dir = tmp_path / "Pong-wallclock"
     ckpt = run_dir / "checkpoint.pt"
     log, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     cmd = torchrun(2, "--max-restarts", "1", "--master-port", str(free_port()))
@@ -191,7 +191,7 @@ def test_resume_with_another_world_size(tmp_path):
     whole iterations, progress.csv rises without a repeat or a gap, and the checkpoint records the
     world size that wrote it.
     """
-    run_dir = tmp_path / "Pong-ppo-paper"
+    run_dir = tmp_path / "Pong-wallclock"
     ckpt = run_dir / "checkpoint.pt"
 
     def counters() -> tuple[int, int, int]:
@@ -235,7 +235,7 @@ def test_every_rank_resumes_its_own_random_generator(tmp_path):
     """
     first = tmp_path / "first"
     run(torchrun(2, "--master-port", str(free_port())) + ppo1_train(first, 2 * 2 * BATCH))
-    saved = load(first / "Pong-ppo-paper" / "checkpoint.pt")
+    saved = load(first / "Pong-wallclock" / "checkpoint.pt")
     ranks = saved["rng"]["ranks"]
     assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
     finals = {}
@@ -244,10 +244,10 @@ def test_every_rank_resumes_its_own_random_generator(tmp_path):
         if name == "altered":
             state = {k: v for k, v in saved.items() if k != "format_version"}
             state["rng"]["ranks"][1]["torch"] = torch.Generator().manual_seed(12345).get_state()
-            checkpoint.save(tmp_path / name / "Pong-ppo-paper" / "checkpoint.pt", state)
+            checkpoint.save(tmp_path / name / "Pong-wallclock" / "checkpoint.pt", state)
         run(torchrun(2, "--master-port", str(free_port())) + ppo1_train(tmp_path / name, 3 * 2 * BATCH))
-        finals[name] = load(tmp_path / name / "Pong-ppo-paper" / "checkpoint.pt")["model"]
-        assert steps(tmp_path / name / "Pong-ppo-paper") == [128, 256, 384]
+        finals[name] = load(tmp_path / name / "Pong-wallclock" / "checkpoint.pt")["model"]
+        assert steps(tmp_path / name / "Pong-wallclock") == [128, 256, 384]
 
     def same(a: dict, b: dict) -> bool:
         return all(torch.equal(a[k], b[k]) for k in a)

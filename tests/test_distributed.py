@@ -56,7 +56,7 @@ def test_torchrun_two_ranks_train_in_sync(tmp_path):
     cmd += TINY + ["--env_steps", "384", "--checkpoint_dir", str(tmp_path), "--sync_check_interval", "1"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=clean_env())
     assert p.returncode == 0, p.stderr[-3000:]
-    run = tmp_path / "Pong-ppo-paper"
+    run = tmp_path / "Pong-wallclock"
     rows = progress_rows(run)
     # 2 ranks x 2 envs x 32 steps = 128 global steps per iteration; the bit-exact parameter
     # check ran after every iteration (it raises on any difference, see the next test).
@@ -267,7 +267,7 @@ def test_killed_rank_is_named_by_the_survivor(tmp_path):
         procs.append(
             subprocess.Popen(base, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         )
-    run = tmp_path / "Pong-ppo-paper"
+    run = tmp_path / "Pong-wallclock"
     deadline = time.time() + 120
     while time.time() < deadline and not ((run / "progress.csv").exists() and len(progress_rows(run)) >= 2):
         time.sleep(0.2)
@@ -303,10 +303,10 @@ def test_two_node_launch_on_loopback(tmp_path):
     outs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     # Rank 0 (on one of the nodes) logs global steps: 2 ranks x 2 envs x 32 per iteration.
-    logs = list(tmp_path.glob("node*/Pong-ppo-paper/progress.csv"))
+    logs = list(tmp_path.glob("node*/Pong-wallclock/progress.csv"))
     assert len(logs) == 1
     assert [int(r["TimestepsSoFar"]) for r in progress_rows(logs[0].parent)] == [128, 256]
-    assert len(list(tmp_path.glob("node*/Pong-ppo-paper/monitor*.csv"))) == 2
+    assert len(list(tmp_path.glob("node*/Pong-wallclock/monitor*.csv"))) == 2
 
 
 @pytest.mark.slow
@@ -326,7 +326,7 @@ def test_mpirun_launch(tmp_path):
     ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=clean_env())
     assert p.returncode == 0, p.stderr[-3000:]
-    run = tmp_path / "Pong-ppo-paper"
+    run = tmp_path / "Pong-wallclock"
     assert [int(r["TimestepsSoFar"]) for r in progress_rows(run)] == [128, 256]
     assert (run / "monitor.1.csv").exists()
     assert torch.load(run / "checkpoint.pt", weights_only=True)["world_size"] == 2

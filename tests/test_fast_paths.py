@@ -10,10 +10,16 @@ import sys
 import pytest
 import torch
 
-from ppo1.trainer import start
+from ppo1.launch import start
 
 TINY = dict(
-    env_steps=512, num_envs=4, timesteps_per_actorbatch=64, optim_batchsize=16, torch_threads=1, env_threads=1
+    preset="ppo-paper",
+    env_steps=512,
+    num_envs=4,
+    timesteps_per_actorbatch=64,
+    optim_batchsize=16,
+    torch_threads=1,
+    env_threads=1,
 )
 
 

@@ -36,7 +36,7 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
         str(tmp_path),
     ]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = tmp_path / "Pong-ppo-paper" / "checkpoint.pt"
+    ckpt = tmp_path / "Pong-wallclock" / "checkpoint.pt"
     wait_for(ckpt)
     p.send_signal(signal.SIGTERM)
     sent = time.time()
@@ -58,7 +58,7 @@ def test_a_failing_disk_keeps_the_last_checkpoint(tmp_path):
     run = [sys.executable, "-m", "ppo1", "train", *TINY, "--checkpoint_dir", str(tmp_path)]
     ok = subprocess.run(run + ["--env_steps", "64"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    ckpt = tmp_path / "Pong-ppo-paper" / "checkpoint.pt"
+    ckpt = tmp_path / "Pong-wallclock" / "checkpoint.pt"
     before = ckpt.read_bytes()
     p = subprocess.run(
         run + ["--env_steps", "256"], capture_output=True, text=True, timeout=120, preexec_fn=_limit_file_size
@@ -81,7 +81,7 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path):
     run = [sys.executable, "-m", "ppo1", "train", *TINY, "--checkpoint_dir", str(tmp_path)]
     ok = subprocess.run(run + ["--env_steps", "64"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    ckpt = tmp_path / "Pong-ppo-paper" / "checkpoint.pt"
+    ckpt = tmp_path / "Pong-wallclock" / "checkpoint.pt"
     state = torch.load(ckpt, weights_only=True)
     for s in state["optimizer"]["state"].values():
         s["exp_avg"].fill_(float("nan"))
@@ -102,7 +102,7 @@ def test_nan_weights_in_a_checkpoint_are_refused(tmp_path):
     run = [sys.executable, "-m", "ppo1", "train", *TINY, "--checkpoint_dir", str(tmp_path)]
     ok = subprocess.run(run + ["--env_steps", "64"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    ckpt = tmp_path / "Pong-ppo-paper" / "checkpoint.pt"
+    ckpt = tmp_path / "Pong-wallclock" / "checkpoint.pt"
     state = torch.load(ckpt, weights_only=True)
     state["model"]["logits.bias"][0] = float("inf")
     torch.save(state, ckpt)

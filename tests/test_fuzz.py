@@ -3,7 +3,7 @@ with one line `ppo1 train: error: ...` and exit status 2, never a traceback.
 
 The property test runs the real `ppo1.cli.main` in-process, in a fresh folder, capturing what it
 writes to the file descriptors (C libraries included). Where the flags are valid, training starts
-for real (config, checkpoint, envs, network, logs) and stops before its first step (max_seconds=0),
+for real (config, checkpoint, envs, network, logs) and stops before its first step (stop_when),
 so 150 examples take under a minute. Python warnings are pytest's in-process; the real-process
 test sees them as a user does, on a few examples. Every registered gymnasium env name is tried too.
 """
@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import ppo1.trainer
+import ppo1.launch
 from ppo1.cli import main
 
-REAL_START = ppo1.trainer.start
+REAL_START = ppo1.launch.start
 
 # Text that is no number in any script (no decimal digits), no NUL (argv cannot hold one).
 WORDS = st.text(st.characters(blacklist_categories=("Nd", "Cs"), blacklist_characters="\x00"), max_size=8)
@@ -156,7 +156,7 @@ ARGVS = st.builds(
 
 def start_and_stop(overrides: dict, fresh: bool = False):
     """Everything `ppo1 train` does until the first step; then it saves and returns."""
-    return REAL_START(overrides, fresh=fresh, max_seconds=0)
+    return REAL_START(overrides, fresh=fresh, stop_when=lambda trainer: True)
 
 
 def run_in(folder: Path, argv: list[str], capfd, start=start_and_stop) -> tuple[int, str, str]:
@@ -166,7 +166,7 @@ def run_in(folder: Path, argv: list[str], capfd, start=start_and_stop) -> tuple[
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        with mock.patch("ppo1.trainer.start", start):
+        with mock.patch("ppo1.launch.start", start):
             main(argv)
     except SystemExit as e:
         out, err = capfd.readouterr()
@@ -227,7 +227,7 @@ def passes_the_flag_checks(argv: list[str]) -> bool:
         cwd = os.getcwd()
         os.chdir(folder)
         try:
-            with mock.patch("ppo1.trainer.start", _started):
+            with mock.patch("ppo1.launch.start", _started):
                 main(argv)
         except Started:
             return True

@@ -125,7 +125,7 @@ def test_normalizer_across_two_ranks_is_the_pooled_stream(tmp_path):
 def test_presets_are_chosen_by_env():
     assert resolve({"env_name": "CartPole-v1"}).preset == "classic"
     assert resolve({"env_name": "Pendulum-v1"}).model_type == "mlp"
-    assert resolve({"env_name": "PongNoFrameskip-v4"}).preset == "ppo-paper"
+    assert resolve({"env_name": "PongNoFrameskip-v4"}).preset == "wallclock"
     from ppo1.config import PRESETS
 
     m = PRESETS["mujoco"]  # baselines run_mujoco.py / PPO paper Table 3

@@ -110,6 +110,6 @@ def test_the_table_is_printed_every_log_interval(tmp_path, cli):
     assert r.returncode == 0, r.stderr[-2000:]
     tables = [line for line in r.stdout.splitlines() if line.startswith("| TimestepsSoFar")]
     assert [int(t.split("|")[2]) for t in tables] == [2 * BATCH, 4 * BATCH]  # iterations 2 and 4
-    rows = cli.progress(tmp_path / "Pong-ppo-paper")
+    rows = cli.progress(tmp_path / "Pong-wallclock")
     assert cli.timesteps(rows) == [BATCH, 2 * BATCH, 3 * BATCH, 4 * BATCH]
     assert "\r" not in r.stdout + r.stderr and "\x1b" not in r.stdout + r.stderr  # no bar: not a terminal

@@ -10,7 +10,8 @@ import torch
 from ppo1.checkpoint import Counters
 from ppo1.config import resolve
 from ppo1.distributed import Dist
-from ppo1.trainer import Trainer, start
+from ppo1.launch import start
+from ppo1.trainer import Trainer
 
 GAME = "BreakoutNoFrameskip-v4"  # random play ends Breakout games in ~100-400 steps: monitor rows
 
@@ -90,7 +91,12 @@ def test_wallclock_preset_takes_eight_times_the_gradient_steps_on_the_large_netw
     steps of the small (A3C) network, the wallclock preset's minibatches of 32 make 96 of the large
     (Nature DQN) one; the rest of the settings are the same."""
     paper, fast = resolve({"preset": "ppo-paper"}).to_dict(), resolve({"preset": "wallclock"}).to_dict()
-    assert {k for k in paper if paper[k] != fast[k]} == {"preset", "optim_batchsize", "model_type"}
+    assert {k for k in paper if paper[k] != fast[k]} == {
+        "preset",
+        "optim_batchsize",
+        "model_type",
+        "env_steps",
+    }
     for preset, steps, conv in (("ppo-paper", 12, [16, 32]), ("wallclock", 96, [32, 64, 64])):
         run = overrides(tmp_path / preset, preset=preset, num_envs=8, timesteps_per_actorbatch=128)
         run["env_steps"] = 1024
