@@ -3,7 +3,9 @@ aside, check what the logs hold, then train on every rank."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import json
 import os
 import socket
 import tempfile
@@ -15,7 +17,7 @@ import torch
 from ppo1 import checkpoint, distributed
 from ppo1.checkpoint import Counters, TrainState
 from ppo1.config import Config, resolve
-from ppo1.envs import env_dims, parse_env_name
+from ppo1.envs import default_threads, env_dims, parse_env_name
 from ppo1.errors import ConfigError, RankFailure
 from ppo1.logger import Tracker, drop_rows_after, missing_logs, require_wandb
 from ppo1.policies import pick_device
@@ -105,7 +107,10 @@ def prepare(
     drop_rows_after(cfg.run_dir, c.timesteps, c.elapsed)
     if resume is not None:
         report_gaps(cfg.run_dir, c)
-    cfg.save(cfg.run_dir / "config.json")
+    record = dict(cfg.to_dict(), model_name=cfg.run_name, device=pick_device(cfg.device).type)
+    record.update(torch_threads=cfg.torch_threads or default_threads())
+    record.update(env_threads=cfg.env_threads or min(cfg.num_envs, default_threads()))
+    (cfg.run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n")  # what it runs with
     print(f"run folder {cfg.run_dir}; preset {cfg.preset}; {cfg.env_name}", flush=True)
     return cfg, resume, lock
 
@@ -159,8 +164,9 @@ def check_writable(run_dir: Path) -> None:
     try:
         tempfile.TemporaryDirectory(dir=existing, prefix=".ppo1-write-test-").cleanup()
     except OSError as e:
+        why = "it takes no new folders" if e.errno == errno.ENOENT else e.strerror  # /proc says ENOENT
         raise ConfigError(
-            f"cannot create folders in {existing} ({e.strerror}); pick another --checkpoint_dir"
+            f"cannot create folders in {existing} ({why}); pick another --checkpoint_dir"
         ) from None
 
 

@@ -187,8 +187,9 @@ class Logger:
             with self.csv_path.open(newline="") as f:
                 self.fieldnames = next(csv.reader(f), [])
         self.csv_file = self.csv_path.open("a", newline="")
-        # purge_step drops TensorBoard events logged after the checkpoint we resume from.
-        self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
+        # purge_step drops the TensorBoard events logged after the checkpoint we resume from; its own
+        # step stays, as progress.csv keeps its row.
+        self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
         self.bar = tqdm(
             total=total_steps,
             initial=start_step,

@@ -132,7 +132,10 @@ BAD_INPUT = {
     "model_name too long for a folder": Case(["--model_name", "a" * 300], "--model_name"),
     "checkpoint_dir under a file": Case(["--checkpoint_dir", "blocker/runs"], "not a folder"),
     # Root may write anywhere permissions guard; /proc refuses even root.
-    "checkpoint_dir unwritable": Case(["--checkpoint_dir", "/proc/ppo1-runs"], "--checkpoint_dir"),
+    "checkpoint_dir unwritable": Case(
+        ["--checkpoint_dir", "/proc/ppo1-runs"],
+        ("--checkpoint_dir", "cannot create folders in /proc (it takes"),
+    ),
     "no cuda": Case(["--device", "cuda"], "cuda"),
     "mlp for Atari frames": Case(["--model_type", "mlp"], "--model_type mlp"),
     "CNN for CartPole": Case(["--env_name", "CartPole-v1", "--model_type", "small"], "--model_type mlp"),

@@ -103,3 +103,21 @@ def test_resume_survives_a_torn_last_line(tmp_path, torn):
     with (tmp_path / PROGRESS).open() as f:
         assert [int(r["TimestepsSoFar"]) for r in csv.DictReader(f)] == [64, 128]
     assert [float(r["t"]) for r in read_monitor(tmp_path / "monitor.csv")[2]] == [1.5]
+
+
+def test_after_a_resume_tensorboard_holds_every_step_of_progress_csv_once(tmp_path, cli):
+    """A resume drops the TensorBoard events logged after its checkpoint, not the checkpoint's own
+    step, which progress.csv keeps; kill -9 after a save leaves later events to drop too."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ["train", *cli.TINY, "--checkpoint_dir", "ck", "--model_name", "run", "--save_interval", "2"]
+    r = cli.run([*args, "--env_steps", str(3 * cli.BATCH)], cwd=tmp_path)  # saved at 2 and 3
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli.run([*args, "--env_steps", str(6 * cli.BATCH)], cwd=tmp_path)  # resumes at 3
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stderr[-2000:]
+    run_dir = tmp_path / "ck" / "run"
+    logged = cli.timesteps(cli.progress(run_dir))
+    assert logged == [i * cli.BATCH for i in range(1, 7)]
+    tb = EventAccumulator(str(run_dir / "tb")).Reload()
+    for tag in ("TimestepsSoFar", "EpRewMean", "TimeIteration"):
+        assert [e.step for e in tb.Scalars(tag)] == logged, tag

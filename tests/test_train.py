@@ -304,3 +304,25 @@ def test_fresh_twice_in_one_second_keeps_both_old_folders(tmp_path):
     olds = [d for d in tmp_path.iterdir() if d.name.startswith("run.old-")]
     assert sorted((d / "note").read_text() for d in olds) == ["first run"] * 20 + ["second run"]
     assert load(run_dir)["counters"]["timesteps"] == 64
+
+
+def test_config_json_records_what_the_run_used(tmp_path):
+    """config.json names the run folder, the device and the thread counts picked on this machine;
+    the checkpoint keeps auto / 0, so a resume on another machine picks them again."""
+    from ppo1.envs import default_threads
+
+    run = overrides(tmp_path, device="auto", torch_threads=0, env_threads=0, env_steps=64)
+    del run["model_name"]
+    start(run)
+    run_dir = tmp_path / "Pong-wallclock"
+    used = json.loads((run_dir / "config.json").read_text())
+    assert used["model_name"] == "Pong-wallclock" and used["preset"] == "wallclock"
+    assert used["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert used["torch_threads"] == default_threads() and used["env_threads"] == min(2, default_threads())
+    saved = load(run_dir)["config"]
+    assert (saved["model_name"], saved["device"], saved["torch_threads"], saved["env_threads"]) == (
+        "",
+        "auto",
+        0,
+        0,
+    )
