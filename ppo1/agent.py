@@ -104,6 +104,13 @@ class Agent:
         return path
 
     @property
+    def name(self) -> str:
+        """What the agent's files are named after: its run folder, or a shipped file's own name."""
+        if self.path is None or self.path.name == CHECKPOINT:
+            return self.path.parent.name if self.path is not None else self.cfg.run_name
+        return self.path.stem
+
+    @property
     def spec(self) -> EnvSpec:
         return parse_env_name(self.cfg.env_name)
 

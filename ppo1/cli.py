@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from dataclasses import MISSING, fields
-from pathlib import Path
 
 from ppo1.config import CHOICES, PRESETS, Config, field_docs
 from ppo1.errors import ConfigError, RankFailure, SaveError
@@ -16,9 +15,36 @@ class UsageError(Exception):
     pass
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each flag once, as the seed spells it (--env_name); --env-name works too, unlisted."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        names = action.option_strings
+        if len(names) != 2 or names[1] != names[0].replace("_", "-"):
+            return super()._format_action_invocation(action)
+        if action.nargs == 0:
+            return names[0]
+        return f"{names[0]} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, formatter_class=HelpFormatter, **kwargs)
+
     def error(self, message: str):  # argparse prints usage + message; we want one line
         raise UsageError(message)
+
+
+# train's flags under these headings, in this order; a test checks that every Config field has one.
+FLAG_GROUPS = {
+    "environment": "env_name frame_stacking episode_life clip_rewards num_envs env_threads env_groups",
+    "PPO": "preset env_steps timesteps_per_actorbatch gamma lam epsilon ent_coef norm_adv optim_epochs "
+    "optim_stepsize optim_batchsize schedule model_type pi_gain hid_size num_hid_layers",
+    "run and checkpoints": "seed model_name checkpoint_dir asset_dir save_interval device torch_threads",
+    "logging and evaluation": "log_interval track wandb_project wandb_entity eval_interval eval_episodes "
+    "capture_video",
+    "distributed (torchrun, mpirun)": "sync_check_interval dist_timeout",
+}
 
 
 def _int(text: str) -> int:
@@ -52,50 +78,63 @@ def _spellings(name: str) -> list[str]:
     return [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config field, help from the field's docstring; defaults stay None so we
-    know which flags were given (they override the preset and a resumed run's config)."""
+def _defaults(f) -> str:
+    """' (default: 0.99)', or each preset's value where presets differ: ' (wallclock: 2000000; ...)'."""
+    if f.default in ("", MISSING):
+        return ""
+    values: dict[str, list[str]] = {}
+    for preset, settings in PRESETS.items():
+        values.setdefault(repr(settings.get(f.name, f.default)), []).append(preset)
+    if len(values) == 1:
+        return f" (default: {next(iter(values))})"
+    return " (" + "; ".join(f"{', '.join(presets)}: {v}" for v, presets in values.items()) + ")"
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
+    """One flag per Config field under its FLAG_GROUPS heading, help from the field's docstring;
+    defaults stay None so we know which flags were given (they override the preset and a resumed
+    run's config). Returns the groups by heading."""
     docs = field_docs()
-    preset_note = {k: v for k, v in PRESETS.items() if v}
-    for f in fields(Config):
-        default = f.default if f.default is not MISSING else None
-        help_text = f"{docs.get(f.name, '')} (default: {default!r}"
-        overridden = [p for p, d in preset_note.items() if f.name in d]
-        help_text += "".join(f"; {p}: {PRESETS[p][f.name]!r}" for p in overridden) + ")"
-        if f.type in ("bool", bool):
-            parser.add_argument(
-                *_spellings(f.name), dest=f.name, action="store_true", default=None, help=help_text
-            )
-            parser.add_argument(
-                *_spellings(f"no_{f.name}"),
-                dest=f.name,
-                action="store_false",
+    by_name = {f.name: f for f in fields(Config)}
+    groups = {}
+    for title, names in FLAG_GROUPS.items():
+        group = groups[title] = parser.add_argument_group(title)
+        for name in names.split():
+            f = by_name[name]
+            help_text = f"{docs.get(name, '')}{_defaults(f)}"
+            if f.type in ("bool", bool):
+                off = "" if f"--no_{name}" in help_text else f"; --no_{name} turns it off"
+                group.add_argument(
+                    *_spellings(name), dest=name, action="store_true", default=None, help=help_text + off
+                )
+                group.add_argument(
+                    *_spellings(f"no_{name}"), dest=name, action="store_false", default=None,
+                    help=argparse.SUPPRESS,
+                )  # fmt: skip
+                continue
+            group.add_argument(
+                *_spellings(name),
+                dest=name,
+                type={"int": _int, "float": _float}.get(str(f.type), str),
                 default=None,
-                help=f"Turn off --{f.name}.",
+                choices=CHOICES.get(name),
+                metavar=None if name in CHOICES else name.upper(),
+                help=help_text,
             )
-            continue
-        kind = {"int": _int, "float": _float}.get(str(f.type), str)
-        parser.add_argument(
-            *_spellings(f.name),
-            dest=f.name,
-            type=kind,
-            default=None,
-            choices=CHOICES.get(f.name),
-            metavar=f.name.upper(),
-            help=help_text,
-        )
+    return groups
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="ppo1", description="PPO (baselines ppo1) for Atari, in PyTorch.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     train = sub.add_parser(
         "train",
         help="train (or resume) an agent",
-        description="Train PPO; rerun the same command to resume.",
+        description="Train PPO; rerun the same command to resume. Flags given override the preset.",
+        usage="ppo1 train [FLAG ...]",
     )
-    add_config_flags(train)
-    train.add_argument(
+    groups = add_config_flags(train)
+    groups["run and checkpoints"].add_argument(
         "--fresh",
         action="store_true",
         help="start over: move the old run folder aside (never deleted)",
@@ -146,6 +185,16 @@ def _add_run_flags(parser: argparse.ArgumentParser, episodes_help: str) -> None:
     )
 
 
+def _add_asset_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        *_spellings("asset_dir"),
+        dest="asset_dir",
+        metavar="ASSET_DIR",
+        help="folder for the agent's files, each under <agent name>/: its run folder's name, or a "
+        "checkpoint file's (default: assets)",
+    )
+
+
 def add_agent_commands(sub) -> None:
     """evaluate, movie and play."""
     ev = sub.add_parser(
@@ -155,7 +204,15 @@ def add_agent_commands(sub) -> None:
     )
     _add_run_flags(ev, "full games to play (default: 10)")
     ev.set_defaults(episodes=10)
-    ev.add_argument("--json", metavar="FILE", help="also write the results, with the protocol, to FILE")
+    ev.add_argument(
+        "--json",
+        metavar="FILE",
+        nargs="?",
+        const="",
+        help="also write the results, with the protocol, to FILE; --json alone: to "
+        "<asset_dir>/<agent name>/eval-<protocol>-step-<step>.json",
+    )
+    _add_asset_dir(ev)
     ev.add_argument(
         *_spellings("num_envs"),
         dest="num_envs",
@@ -177,12 +234,7 @@ def add_agent_commands(sub) -> None:
         "to <asset_dir>/<model_name>/<Game>-score-<score>-step-<step>.mp4.",
     )
     _add_run_flags(movie, "games to record, one file each (default: 1)")
-    movie.add_argument(
-        *_spellings("asset_dir"),
-        dest="asset_dir",
-        metavar="ASSET_DIR",
-        help="folder for videos (default: assets)",
-    )
+    _add_asset_dir(movie)
     movie.add_argument("--gif", action="store_true", help="write a GIF instead of an MP4")
     movie.add_argument("--fps", type=_float, help="frames per second (default: 15, the game's speed)")
     movie.add_argument("--scale", type=_int, default=2, help="pixel scale of the 160x210 screen (default: 2)")
@@ -233,7 +285,7 @@ def run_agent_command(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from ppo1.evaluate import run_evaluate
 
-        return run_evaluate(opts, Path(args.json) if args.json else None, args.num_envs, args.env_threads)
+        return run_evaluate(opts, args.json, args.num_envs, args.env_threads, args.asset_dir)
     from ppo1.video import run_movie, run_play
 
     if args.command == "movie":
@@ -241,8 +293,27 @@ def run_agent_command(args: argparse.Namespace) -> int:
     return run_play(opts, args.fps)
 
 
+def _elsewhere(parser: Parser, command: str, message: str) -> str:
+    """An unknown flag that another command takes: say which (train --checkpoint: evaluate's)."""
+    commands = parser._subparsers._group_actions[0].choices
+    for flag in (w for w in message.split() if w.startswith("--")):
+        owners = [c for c, sub in commands.items() if c != command and flag in sub._option_string_actions]
+        if owners:
+            message += f"; {flag} is a flag of {', '.join(owners)}"
+    return message
+
+
 def run(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        if "unrecognized arguments" not in str(e) or not argv:
+            raise
+        raise UsageError(_elsewhere(parser, argv[0], str(e))) from None
+    if args.command is None:
+        commands = ", ".join(parser._subparsers._group_actions[0].choices)
+        raise UsageError(f"choose a command: {commands} (ppo1 COMMAND --help for its flags)")
     if args.command == "train":
         overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "fresh")}
         from ppo1.launch import start  # resolves the flags once, before anything is written

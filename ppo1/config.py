@@ -134,6 +134,12 @@ class Config:
 MLP = dict(model_type="mlp", frame_stacking=False, episode_life=False, clip_rewards=False, torch_threads=1)
 
 PRESETS: dict[str, dict] = {
+    # Ours, for the wall clock of a small CPU machine (benchmarks/learning.py): ppo-paper with
+    # minibatches of 4 x 8 = 32 samples, as chainerrl's first PPO Atari example (chainer/chainerrl
+    # PR 126, 2017), so 96 instead of 12 gradient steps per iteration, and the Nature DQN network
+    # of baselines ppo1's own run_atari.py (kind="large"). Tuned on Pong, checked on SpaceInvaders
+    # (benchmarks/results/issue15/). The default for Atari games: 2M agent steps, what Pong needs.
+    "wallclock": dict(env_steps=2_000_000, optim_batchsize=4, model_type="large"),
     # PPO paper (Schulman et al. 2017) Table 5, the seed's defaults; 40M frames = 10M agent steps.
     "ppo-paper": {},
     # baselines/ppo1/run_atari.py: horizon 256, clip 0.2, 4 epochs, lr 1e-3, minibatch 64,
@@ -147,12 +153,6 @@ PRESETS: dict[str, dict] = {
         model_type="large",
         frame_stacking=False,
     ),
-    # Ours, for the wall clock of a small CPU machine (benchmarks/learning.py): ppo-paper with
-    # minibatches of 4 x 8 = 32 samples, as chainerrl's first PPO Atari example (chainer/chainerrl
-    # PR 126, 2017), so 96 instead of 12 gradient steps per iteration, and the Nature DQN network
-    # of baselines ppo1's own run_atari.py (kind="large"). Tuned on Pong, checked on SpaceInvaders
-    # (benchmarks/results/issue15/). The default for Atari games: 2M agent steps, what Pong needs.
-    "wallclock": dict(env_steps=2_000_000, optim_batchsize=4, model_type="large"),
     # baselines/ppo1/run_mujoco.py = PPO paper Table 3: horizon 2048, clip 0.2, no entropy bonus,
     # 10 epochs, lr 3e-4, minibatch 64, gamma 0.99, lambda 0.95, linear schedule, 1M steps, 1 env.
     "mujoco": dict(

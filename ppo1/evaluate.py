@@ -186,14 +186,21 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_evaluate(opts: AgentOptions, json_path: Path | None, num_envs: int | None, env_threads: int) -> int:
-    """`ppo1 evaluate`: every check that can fail on bad input runs before anything is written."""
+def run_evaluate(
+    opts: AgentOptions, json_file: str | None, num_envs: int | None, env_threads: int, asset_dir: str | None
+) -> int:
+    """`ppo1 evaluate`: every check that can fail on bad input runs before anything is written.
+    json_file "": the default file, <asset_dir>/<agent name>/eval-<protocol>-step-<step>.json."""
     if num_envs is not None and num_envs < 1:
         raise ConfigError(f"--num_envs must be at least 1, got {num_envs}")
     agent = open_agent(opts)
+    protocol = agent.protocol(opts.protocol)
+    json_path = Path(json_file) if json_file else None
+    if json_file == "":  # --json alone: beside the agent's movies
+        json_name = f"eval-{protocol}-step-{agent.step}.json"
+        json_path = Path(asset_dir or agent.cfg.asset_dir) / agent.name / json_name
     if json_path is not None and json_path.is_dir():
         raise ConfigError(f"--json {json_path} is a folder")
-    protocol = agent.protocol(opts.protocol)
     mode = "most likely actions" if opts.deterministic else "sampled actions"
     print(agent.headline(protocol, mode, f"seed {opts.seed}"), flush=True)
     result = evaluate(

@@ -174,10 +174,33 @@ class Tracker:
         self.run.finish()
 
 
+class RunBar(tqdm):
+    """A progress bar whose clock is the run's training time, counted over resumes (as TimeElapsed),
+    not this session's; its rate and estimate stay this session's."""
+
+    def __init__(self, *args, trained: float = 0.0, **kwargs):
+        self.trained = trained
+        super().__init__(*args, **kwargs)
+
+    @property
+    def format_dict(self):
+        d = super().format_dict
+        d["elapsed"] += self.trained
+        return d
+
+
 class Logger:
     """Rank 0's table, CSV, TensorBoard, progress bar, and the tracker (--track) if there is one."""
 
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, tracker: Tracker | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        total_steps: int,
+        start_step: int,
+        tracker: Tracker | None = None,
+        trained: float = 0.0,
+    ):
+        """start_step, trained: where a resumed run starts, in agent steps and seconds trained."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir, self.tracker = run_dir, tracker
@@ -190,9 +213,10 @@ class Logger:
         # purge_step drops the TensorBoard events logged after the checkpoint we resume from; its own
         # step stays, as progress.csv keeps its row.
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
-        self.bar = tqdm(
+        self.bar = RunBar(
             total=total_steps,
             initial=start_step,
+            trained=trained,
             unit="step",
             unit_scale=True,
             dynamic_ncols=True,
@@ -204,6 +228,11 @@ class Logger:
             print(msg, flush=True)
         else:
             self.bar.write(msg)
+
+    def last(self, msg: str) -> None:
+        """The run's last line, below the bar's final state (not followed by a redrawn bar)."""
+        self.bar.close()
+        print(msg, flush=True)
 
     def dump(self, row: dict[str, float | int], step: int, show: bool = True) -> None:
         """Every row to progress.csv, TensorBoard and the tracker; the table only if `show`."""

@@ -97,7 +97,9 @@ class Trainer:
         self.rollout = Rollout(self.envs, self.policy, cfg.timesteps_per_actorbatch, cfg.gamma, device)
         self.monitor = MonitorWriter(cfg.run_dir / monitor_name(d.rank), cfg.env_name)
         self.logger = (
-            Logger(cfg.run_dir, cfg.env_steps, self.counters.timesteps, tracker) if d.rank == 0 else None
+            Logger(cfg.run_dir, cfg.env_steps, self.counters.timesteps, tracker, self.counters.elapsed)
+            if d.rank == 0
+            else None
         )
         self.stop = StopFlag()
         # One process may drop a half-collected batch at once; ranks agree once per iteration.
@@ -319,12 +321,12 @@ def train(
         if trainer.logger is not None:
             step, path = trainer.counters.timesteps, trainer.ckpt_path
             if trainer.stop():
-                trainer.logger.info(
+                trainer.logger.last(
                     f"{trainer.stop.signal_name}: saved {path} at step {step}; "
                     "run the same command again to resume"
                 )
             else:
-                trainer.logger.info(f"stopped at step {step}; saved {path}")
+                trainer.logger.last(f"stopped at step {step}; saved {path}")
     except RuntimeError as e:  # a collective failed: name the rank that went away
         if d.active and not isinstance(e, RankFailure):
             raise RankFailure(d.describe_failure(e)) from e

@@ -183,12 +183,13 @@ def _open(
 
 
 def run_movie(opts: AgentOptions, asset_dir: str | None, gif: bool, fps: float | None, scale: int) -> int:
-    """`ppo1 movie`: one file per game in <asset_dir>/<run name>/, named after game, score, step."""
+    """`ppo1 movie`: one file per game in <asset_dir>/<agent name>/ (its run folder's, or its file's),
+    named after game, score, step."""
     if scale < 1 or scale > 8:
         raise ConfigError(f"--scale must be 1 to 8, got {scale}")
     require_ffmpeg()
     agent, env, pick, fps = _open(opts, fps, "rgb_array", "fps")
-    out_dir = Path(asset_dir or agent.cfg.asset_dir) / agent.cfg.run_name
+    out_dir = Path(asset_dir or agent.cfg.asset_dir) / agent.name
     ext = "gif" if gif else "mp4"
     out_dir.mkdir(parents=True, exist_ok=True)
     try:

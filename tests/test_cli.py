@@ -1,6 +1,7 @@
 """The ppo1 command line: bad input gives one line and exit 2, writes nothing; flags; presets."""
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,9 +12,9 @@ from typing import NamedTuple
 
 import pytest
 import torch
-from conftest import cli_env
+from conftest import cli_env, one_error_line
 
-from ppo1.cli import build_parser
+from ppo1.cli import build_parser, main
 from ppo1.config import PRESETS, Config, resolve
 from ppo1.errors import ConfigError
 
@@ -373,3 +374,38 @@ def test_resolve_rejects_bad_values():
         resolve({"preset": "baselines-ppo1", "timesteps_per_actorbatch": 32})
     with pytest.raises(ConfigError, match="unknown --preset"):
         resolve({"preset": "nope"})
+
+
+def test_bare_ppo1_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    commands = "train, evaluate, movie, play, plot"
+    assert lines == [f"ppo1: error: choose a command: {commands} (ppo1 COMMAND --help for its flags)"]
+
+
+def test_a_flag_of_another_command_is_named_once_and_abbreviations_are_refused(capsys):
+    line = one_error_line(capsys, ["train", "--checkpoint", "x.pt"])
+    assert "ambiguous" not in line and line.count("--checkpoint_dir") == 0
+    assert line.endswith(
+        "unrecognized arguments: --checkpoint x.pt; --checkpoint is a flag of evaluate, movie, play"
+    )
+    line = one_error_line(capsys, ["train", "--env_step", "10"])  # not taken for --env_steps
+    assert line.endswith("unrecognized arguments: --env_step 10")
+
+
+def test_train_help_shows_each_flag_once_grouped_with_the_choices(tmp_path, cli):
+    from ppo1.cli import FLAG_GROUPS
+
+    grouped = [name for names in FLAG_GROUPS.values() for name in names.split()]
+    assert sorted(grouped) == sorted(f.name for f in fields(Config))  # every field, once
+    p = cli.run(["train", "--help"], tmp_path)
+    assert p.returncode == 0
+    shown = re.findall(r"^  (--\w+)", p.stdout, re.M)
+    assert sorted(shown) == sorted([f"--{n}" for n in grouped] + ["--fresh"])
+    assert "--env-steps" not in p.stdout and "--no_norm_adv turns it off" in p.stdout
+    headings = re.findall(r"^(\S[^:\n]*):$", p.stdout, re.M)
+    assert headings == ["options", *FLAG_GROUPS]
+    assert "--preset {wallclock,ppo-paper,baselines-ppo1,mujoco,classic}" in p.stdout
+    assert "(wallclock: 2000000; ppo-paper, baselines-ppo1: 10000000;" in " ".join(p.stdout.split())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -157,3 +158,18 @@ def test_bad_values_are_refused_before_anything_is_written(capsys, tiny, tmp_pat
     line = one_error_line(capsys, [*args, *bad])
     assert needle in line
     assert not out.exists()
+
+
+def test_json_alone_lands_under_the_agents_name_in_asset_dir(paper_run, tiny, tmp_path):
+    """--json with no file: <asset_dir>/<agent name>/eval-<protocol>-step-<step>.json, the agent
+    name being a checkpoint file's own (a shipped agent), not the run that trained it; nothing else
+    is written in the working folder."""
+    agent = tmp_path / "agents" / "my-agent.pt"
+    agent.parent.mkdir()
+    shutil.copy(tiny / "tiny" / "checkpoint.pt", agent)
+    r = run_cli(["evaluate", "--checkpoint", str(agent), *EVAL_PAPER, "--json"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    written = tmp_path / "assets" / "my-agent" / "eval-paper-step-256.json"
+    assert f"wrote assets/my-agent/{written.name}" in r.stdout
+    assert json.loads(written.read_text())["scores"] == paper_run[0]["scores"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agents", "assets"]

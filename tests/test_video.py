@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,16 @@ def test_play_without_display_says_so_and_suggests_movie(capsys, monkeypatch, ti
     args = ["play", "--checkpoint_dir", str(tiny), "--model_name", "tiny", "--episodes", "1", "--fps", "30"]
     line = one_error_line(capsys, args, "play")
     assert "display" in line and "ppo1 movie" in line
+
+
+def test_movie_of_a_checkpoint_file_is_named_after_the_file(tiny, tmp_path):
+    """A shipped agent's movie goes to <asset_dir>/<file name>/, not to the folder of the run that
+    trained it (whose name the file's config still holds)."""
+    agent = tmp_path / "pong-agent.pt"
+    shutil.copy(tiny / "tiny" / "checkpoint.pt", agent)
+    assets = tmp_path / "assets"
+    r = run_cli(
+        ["movie", "--checkpoint", str(agent), "--asset_dir", str(assets), "--gif", "--scale", "1"], tmp_path
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [p.parent.name for p in assets.rglob("*.gif")] == ["pong-agent"]
