@@ -104,7 +104,16 @@ def cli():
 
 
 TRAIN_TINY = ["train", "--env_steps", "256", "--num_envs", "2", "--timesteps_per_actorbatch", "64"]
-TRAIN_TINY += ["--optim_batchsize", "16", "--torch_threads", "1", "--env_threads", "1"]
+TRAIN_TINY += [
+    "--optim_batchsize",
+    "16",
+    "--model_type",
+    "small",
+    "--torch_threads",
+    "1",
+    "--env_threads",
+    "1",
+]
 
 
 @pytest.fixture(scope="session")
