@@ -97,7 +97,12 @@ def main() -> None:
         help="start each seed over; by default a seed whose run folder has a checkpoint resumes from it "
         "(so a run cut off by the end of a session goes on when the same command is run again)",
     )
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder for the seeds' run folders and results: benchmarks/results/<the question it answers>",
+    )
     p.add_argument("--env_name", default="PongNoFrameskip-v4")
     args, extra = p.parse_known_args()
     if args.stop_at_target and args.target is None:

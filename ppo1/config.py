@@ -187,7 +187,7 @@ PRESETS: dict[str, dict] = {
     # minibatches of 4 x 8 = 32 samples, as chainerrl's first PPO Atari example (chainer/chainerrl
     # PR 126, 2017), so 96 instead of 12 gradient steps per iteration, and the Nature DQN network
     # of baselines ppo1's own run_atari.py (kind="large"). Tuned on Pong, checked on SpaceInvaders
-    # (benchmarks/results/issue15/). The default for Atari games: 2M agent steps, what Pong needs.
+    # (benchmarks/results/pong-fewer-steps/). The default for Atari games: 2M agent steps, what Pong needs.
     "wallclock": dict(env_steps=2_000_000, optim_batchsize=4, model_type="large"),
     # PPO paper (Schulman et al. 2017) Table 5, lucaslingle/ppo1's defaults; 40M frames = 10M agent steps.
     "ppo-paper": {},
