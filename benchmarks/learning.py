@@ -1,6 +1,6 @@
 """Does it learn, and how fast by the wall clock? Train, evaluate, plot, in one folder.
 
-    python benchmarks/learning.py --env_name Pong --minutes 30 --seeds 1 --target 18 [--out DIR] [flags]
+    python benchmarks/learning.py --env_name Pong --minutes 30 --seeds 1 --target 18 --out DIR [flags]
     python benchmarks/learning.py --env_name Hopper-v5 --seeds 3 --out benchmarks/results/mujoco
 
 For each seed: `ppo1 train` with the given flags for at most --minutes of wall clock (or
