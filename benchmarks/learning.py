@@ -1,6 +1,6 @@
 """Does it learn, and how fast by the wall clock? Train, evaluate, plot, in one folder.
 
-    python benchmarks/learning.py --env_name Pong --minutes 30 --seeds 1 --target 18 [--out DIR] [flags]
+    python benchmarks/learning.py --env_name Pong --minutes 30 --seeds 1 --target 18 --out DIR [flags]
     python benchmarks/learning.py --env_name Hopper-v5 --seeds 3 --out benchmarks/results/mujoco
 
 For each seed: `ppo1 train` with the given flags for at most --minutes of wall clock (or
@@ -97,7 +97,12 @@ def main() -> None:
         help="start each seed over; by default a seed whose run folder has a checkpoint resumes from it "
         "(so a run cut off by the end of a session goes on when the same command is run again)",
     )
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder for the seeds' run folders and results: benchmarks/results/<the question it answers>",
+    )
     p.add_argument("--env_name", default="PongNoFrameskip-v4")
     args, extra = p.parse_known_args()
     if args.stop_at_target and args.target is None:

@@ -1,7 +1,7 @@
 """A trained agent, loaded from its run folder, and how it picks actions: for evaluate, movie, play.
 
-`AgentOptions` holds what those three commands share (which run, which games, how the agent
-acts), built once from the command line; `open_agent()` checks it and loads the `Agent`.
+`config.AgentOptions` holds what those three commands share (which run, which games, how the
+agent acts), built once from the command line; `open_agent()` checks it and loads the `Agent`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ppo1.checkpoint import CHECKPOINT, AgentState, save
-from ppo1.config import Config, resolve
+from ppo1.config import AgentOptions, Config, resolve
 from ppo1.envs import (
     EnvSpec,
     default_protocol,
@@ -23,46 +23,12 @@ from ppo1.envs import (
     describe_protocol,
     env_dims,
     parse_env_name,
-    protocol_settings,
     render_env,
 )
 from ppo1.errors import ConfigError, first_line
 from ppo1.policies import CnnPolicy, MlpPolicy, make_policy, pick_device, sample
 
 Policy = CnnPolicy | MlpPolicy
-
-
-def check_episodes(episodes: int) -> None:
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be at least 1, got {episodes}")
-
-
-@dataclass(frozen=True)
-class AgentOptions:
-    """The flags evaluate, movie and play share (the run's flags spelled as `ppo1 train` does)."""
-
-    env_name: str | None  # None: the env the agent was trained on
-    checkpoint_dir: str | None
-    model_name: str | None  # None: <Game>-<preset>
-    preset: str | None
-    episodes: int  # full games to play
-    protocol: str | None  # None: the one the agent was trained under
-    deterministic: bool  # the most likely action instead of a sample
-    seed: int  # game i is seeded seed + i; also the action sampling and an untrained policy
-    allow_random: bool  # no checkpoint: an untrained policy instead of an error
-    device: str
-    torch_threads: int  # 0: the number of cores
-    checkpoint: str | None = None  # a checkpoint file instead of the run folder's
-
-    def check(self) -> None:
-        """ConfigError for a bad value (one at a time, in this order)."""
-        check_episodes(self.episodes)
-        if self.protocol is not None:
-            protocol_settings(self.protocol)
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be 0 or more, got {self.seed}")
-        if self.torch_threads < 0:
-            raise ConfigError(f"--torch_threads must be 0 or more, got {self.torch_threads}")
 
 
 @dataclass
@@ -234,10 +200,6 @@ def _build_policy(cfg: Config, state: AgentState | None, path: Path, seed: int) 
     except (RuntimeError, KeyError) as e:
         raise ConfigError(f"checkpoint {path} does not fit its own config ({first_line(e)[:160]})") from None
     return policy
-
-
-def policy_in_channels(policy: Policy) -> int:
-    return getattr(policy, "in_channels", 1)
 
 
 class ActionPicker:

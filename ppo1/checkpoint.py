@@ -43,7 +43,6 @@ class TrainState:
     generator: torch.Tensor  # the minibatch-order generator, the same on every rank
     rank_rngs: list[dict]  # each rank's {"torch": CPU state, "cuda": CUDA state or None}
     num_actions: int
-    observation_shape: list[int]
     world_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -51,7 +50,6 @@ class TrainState:
         state.update(
             counters=asdict(self.counters),
             rng=dict(generator=self.generator, ranks=self.rank_rngs),
-            observation_shape=list(self.observation_shape),
             world_size=self.world_size,
         )
         return state
@@ -83,7 +81,6 @@ class TrainState:
             # Checkpoints before per-rank states held rank 0's CPU generator only.
             rank_rngs=rng.get("ranks") or [dict(torch=rng["torch"], cuda=None)],
             num_actions=int(state["num_actions"]),
-            observation_shape=list(state.get("observation_shape") or []),
             world_size=int(state.get("world_size", 1)),
         )
 
@@ -165,7 +162,7 @@ def load(path: Path, hint: str = TRAIN_HINT) -> dict[str, Any]:
 
 def check_crc(path: Path) -> None:
     """torch.load does not check the CRC-32 that torch.save stores for each record of the zip, so
-    a checkpoint with damaged weights would load: check them here (about 2 ms per MB)."""
+    a checkpoint with damaged weights would load: check them here."""
     if not zipfile.is_zipfile(path):
         return  # not a zip (truncated, or no checkpoint at all): torch.load says what is wrong
     with zipfile.ZipFile(path) as z:

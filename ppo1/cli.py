@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import MISSING, fields
 
-from ppo1.config import CHOICES, PRESETS, Config, field_docs
+from ppo1.config import CHOICES, PRESETS, AgentOptions, Config, field_docs
 from ppo1.errors import ConfigError, RankFailure, SaveError
 
 
@@ -16,7 +16,7 @@ class UsageError(Exception):
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Each flag once, as the seed spells it (--env_name); --env-name works too, unlisted."""
+    """Each flag once, as lucaslingle/ppo1 spells it (--env_name); --env-name works too, unlisted."""
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
         names = action.option_strings
@@ -73,7 +73,7 @@ def _float(text: str) -> float:
 
 
 def _spellings(name: str) -> list[str]:
-    """--env_name as the seed spells it, and --env-name."""
+    """--env_name as lucaslingle/ppo1 spells it, and --env-name."""
     dashed = name.replace("_", "-")
     return [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
 
@@ -144,45 +144,30 @@ def build_parser() -> Parser:
     return parser
 
 
-def _add_run_flags(parser: argparse.ArgumentParser, episodes_help: str) -> None:
-    """The flags that find a run (as `ppo1 train` spells them) and play an agent's games."""
-    docs = field_docs()
-    for name in ("env_name", "checkpoint_dir", "model_name"):
-        parser.add_argument(*_spellings(name), dest=name, metavar=name.upper(), help=docs[name])
-    parser.add_argument(
-        "--preset",
-        choices=CHOICES["preset"],
-        help="with no --model_name, the run folder is <Game>-<preset> (default: wallclock for Atari games)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        metavar="FILE",
-        help="a checkpoint file to load instead of the run folder's checkpoint.pt (a shipped agent)",
-    )
-    parser.add_argument(*_spellings("episodes"), dest="episodes", type=_int, default=1, help=episodes_help)
-    parser.add_argument(
-        "--protocol",
-        choices=("paper", "machado", "env"),
-        help="Atari: paper (up to 30 no-op starts, no sticky actions) or machado (sticky actions 0.25, no "
-        "no-ops); other envs: env, their own episodes (default: the one the agent was trained under)",
-    )
-    parser.add_argument("--deterministic", action="store_true", help="take the most likely action")
-    parser.add_argument("--seed", type=_int, default=0, help="seed of the games and the action sampling")
-    parser.add_argument(
-        *_spellings("allow_random"),
-        dest="allow_random",
-        action="store_true",
-        help="with no checkpoint, run an untrained (freshly initialized, seeded) policy",
-    )
-    parser.add_argument("--device", choices=CHOICES["device"], default="cpu", help="(default: cpu)")
-    parser.add_argument(
-        *_spellings("torch_threads"),
-        dest="torch_threads",
-        type=_int,
-        default=1,
-        help="torch intra-op threads (default: 1; 0 = the number of cores). Acting on a few frames at a "
-        "time gains nothing from more, and on a small machine they slow the emulator threads down",
-    )
+def _add_run_flags(parser: argparse.ArgumentParser, episodes: int) -> None:
+    """The flags that find a run (as `ppo1 train` spells them) and play an agent's games: one per
+    AgentOptions field, help from its docstring."""
+    from ppo1.agent import AgentOptions  # (a light import: torch is loaded by ppo1.policies later)
+
+    docs = field_docs(AgentOptions)
+    for f in fields(AgentOptions):
+        default = episodes if f.name == "episodes" else f.default
+        help_text = docs[f.name] + (
+            "" if default in (None, False) or "(default" in docs[f.name] else f" (default: {default})"
+        )
+        if f.default is False:
+            parser.add_argument(*_spellings(f.name), dest=f.name, action="store_true", help=help_text)
+            continue
+        kind = _int if f.type in ("int", "int | None") else None
+        parser.add_argument(
+            *_spellings(f.name),
+            dest=f.name,
+            type=kind,
+            default=default,
+            choices=CHOICES.get(f.name),
+            metavar=None if f.name in CHOICES else ("FILE" if f.name == "checkpoint" else f.name.upper()),
+            help=help_text,
+        )
 
 
 def _add_asset_dir(parser: argparse.ArgumentParser) -> None:
@@ -202,8 +187,7 @@ def add_agent_commands(sub) -> None:
         help="score an agent over full games",
         description="Play full games with a trained agent and report the real game scores.",
     )
-    _add_run_flags(ev, "full games to play (default: 10)")
-    ev.set_defaults(episodes=10)
+    _add_run_flags(ev, episodes=10)
     ev.add_argument(
         "--json",
         metavar="FILE",
@@ -233,7 +217,7 @@ def add_agent_commands(sub) -> None:
         description="Record full games in colour, one frame per agent step (15 fps = real time), "
         "to <asset_dir>/<model_name>/<Game>-score-<score>-step-<step>.mp4.",
     )
-    _add_run_flags(movie, "games to record, one file each (default: 1)")
+    _add_run_flags(movie, episodes=1)
     _add_asset_dir(movie)
     movie.add_argument("--gif", action="store_true", help="write a GIF instead of an MP4")
     movie.add_argument("--fps", type=_float, help="frames per second (default: 15, the game's speed)")
@@ -244,7 +228,7 @@ def add_agent_commands(sub) -> None:
         help="watch an agent play in a window",
         description="Show the agent playing in real time in ALE's window (needs a display).",
     )
-    _add_run_flags(play, "games to play (default: 1)")
+    _add_run_flags(play, episodes=1)
     play.add_argument(
         "--fps",
         type=_float,
@@ -279,8 +263,6 @@ def add_plot_command(sub) -> None:
 
 def run_agent_command(args: argparse.Namespace) -> int:
     """evaluate, movie, play: the flags they share as one AgentOptions, the others as arguments."""
-    from ppo1.agent import AgentOptions  # imports torch, which train's flag checks and plot do without
-
     opts = AgentOptions(**{f.name: getattr(args, f.name) for f in fields(AgentOptions)})
     if args.command == "evaluate":
         from ppo1.evaluate import run_evaluate

@@ -21,29 +21,34 @@ class Config:
     """Named defaults: wallclock, ppo-paper, baselines-ppo1, mujoco, classic; empty: by env (Atari:
     wallclock, MuJoCo: mujoco, others: classic)."""
     env_steps: int = 10_000_000
-    """Total agent steps over all envs and ranks (1 agent step = 4 frames); schedules anneal over it."""
+    """Total agent steps over all envs and ranks (1 agent step = 4 frames); schedules anneal over it
+    (CleanRL, SB3: total_timesteps)."""
     num_envs: int = 8
-    """Environments stepped by each process, with one batched forward pass per step."""
+    """Environments stepped by each process, with one batched forward pass per step (CleanRL num_envs,
+    SB3 n_envs)."""
     timesteps_per_actorbatch: int = 128
-    """Horizon: steps per env (actor) per iteration."""
+    """Horizon: steps per env (actor) per iteration (CleanRL num_steps, SB3 n_steps)."""
     gamma: float = 0.99
     """Discount factor."""
     lam: float = 0.95
-    """GAE lambda."""
+    """GAE lambda (CleanRL, SB3: gae_lambda)."""
     epsilon: float = 0.1
-    """PPO clip parameter (annealed to 0 with the linear schedule)."""
+    """PPO clip parameter, annealed to 0 with the linear schedule (CleanRL clip_coef, SB3 clip_range)."""
     ent_coef: float = 0.01
-    """Entropy bonus coefficient."""
+    """Entropy bonus coefficient (CleanRL, SB3: ent_coef); the value loss coefficient is 1."""
     norm_adv: bool = True
-    """Standardize each iteration's advantages to mean 0, std 1 (baselines; off: chainerrl's default)."""
+    """Standardize each iteration's advantages to mean 0, std 1 (baselines; off: chainerrl's default).
+    CleanRL norm_adv, SB3 normalize_advantage (both per minibatch; baselines per iteration)."""
     optim_epochs: int = 3
-    """Passes over each iteration's batch."""
+    """Passes over each iteration's batch (CleanRL update_epochs, SB3 n_epochs)."""
     optim_stepsize: float = 2.5e-4
-    """Adam learning rate (annealed to 0 with the linear schedule)."""
+    """Adam learning rate, annealed to 0 with the linear schedule (CleanRL, SB3: learning_rate)."""
     optim_batchsize: int = 32
-    """Minibatch size per actor: each gradient step uses num_envs x this many samples."""
+    """Minibatch size per actor: each gradient step uses num_envs x this many samples (SB3 batch_size
+    = num_envs x this; CleanRL num_minibatches = timesteps_per_actorbatch / this)."""
     schedule: str = "linear"
-    """linear: anneal learning rate and clip parameter to 0 over env_steps; constant: keep them."""
+    """linear: anneal learning rate and clip parameter to 0 over env_steps; constant: keep them
+    (CleanRL anneal_lr, which anneals the learning rate only)."""
     model_type: str = "small"
     """Atari: small (the A3C network of the PPO paper) or large (Nature DQN); other envs: mlp."""
     pi_gain: float = 0.01
@@ -69,8 +74,8 @@ class Config:
     save_interval: int = 10
     """Write a checkpoint every this many iterations (and at the end and on interrupt)."""
     log_interval: int = 10
-    """Print the iteration table every this many iterations (about every 15-20 s with ppo-paper on a
-    2-core CPU); progress.csv, TensorBoard and --track get every iteration."""
+    """Print the iteration table every this many iterations; progress.csv, TensorBoard and --track get
+    every iteration."""
     track: bool = False
     """Send every logged scalar, the config and the evaluation videos to Weights & Biases
     (pip install -e '.[wandb]'; WANDB_MODE=offline works without a network)."""
@@ -129,6 +134,50 @@ class Config:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+@dataclass(frozen=True)
+class AgentOptions:
+    """The flags evaluate, movie and play share (the run's flags spelled as `ppo1 train` does); the
+    CLI makes one flag per field, with its docstring as help."""
+
+    env_name: str | None = None
+    """The env to play (default: the one the agent was trained on; another name of the same game
+    picks its protocol, e.g. ALE/Pong-v5)."""
+    checkpoint_dir: str | None = None
+    """Folder holding the run folders (default: checkpoints)."""
+    model_name: str | None = None
+    """Run folder name under checkpoint_dir (default: <Game>-<preset>)."""
+    preset: str | None = None
+    """With no --model_name, the run folder is <Game>-<preset> (default: wallclock for Atari games)."""
+    checkpoint: str | None = None
+    """A checkpoint file to load instead of the run folder's checkpoint.pt (a shipped agent)."""
+    episodes: int = 1
+    """Full games to play."""
+    protocol: str | None = None
+    """Atari: paper (up to 30 no-op starts, no sticky actions) or machado (sticky actions 0.25, no
+    no-ops); other envs: env, their own episodes (default: the one the agent was trained under)."""
+    deterministic: bool = False
+    """Take the most likely action instead of a sample."""
+    seed: int = 0
+    """Game i is seeded seed + i; also seeds the action sampling and an untrained policy."""
+    allow_random: bool = False
+    """With no checkpoint, run an untrained (freshly initialized, seeded) policy."""
+    device: str = "cpu"
+    """auto, cpu or cuda."""
+    torch_threads: int = 1
+    """Torch intra-op threads (0: the number of cores). Acting on a few frames at a time gains
+    nothing from more, and on a small machine they slow the emulator threads down."""
+
+    def check(self) -> None:
+        """ConfigError for a bad value (one at a time, in this order)."""
+        from ppo1.envs import protocol_settings
+
+        at_least("episodes", self.episodes, 1)
+        if self.protocol is not None:
+            protocol_settings(self.protocol)
+        for name in ("seed", "torch_threads"):
+            at_least(name, getattr(self, name), 0)
+
+
 # Not Atari: an MLP, no frames to stack, no lives, the env's own rewards; one torch thread (a
 # network this small runs slower on more).
 MLP = dict(model_type="mlp", frame_stacking=False, episode_life=False, clip_rewards=False, torch_threads=1)
@@ -138,9 +187,9 @@ PRESETS: dict[str, dict] = {
     # minibatches of 4 x 8 = 32 samples, as chainerrl's first PPO Atari example (chainer/chainerrl
     # PR 126, 2017), so 96 instead of 12 gradient steps per iteration, and the Nature DQN network
     # of baselines ppo1's own run_atari.py (kind="large"). Tuned on Pong, checked on SpaceInvaders
-    # (benchmarks/results/issue15/). The default for Atari games: 2M agent steps, what Pong needs.
+    # (benchmarks/results/pong-fewer-steps/). The default for Atari games: 2M agent steps, what Pong needs.
     "wallclock": dict(env_steps=2_000_000, optim_batchsize=4, model_type="large"),
-    # PPO paper (Schulman et al. 2017) Table 5, the seed's defaults; 40M frames = 10M agent steps.
+    # PPO paper (Schulman et al. 2017) Table 5, lucaslingle/ppo1's defaults; 40M frames = 10M agent steps.
     "ppo-paper": {},
     # baselines/ppo1/run_atari.py: horizon 256, clip 0.2, 4 epochs, lr 1e-3, minibatch 64,
     # cnn_policy kind="large", wrap_deepmind without frame stack.
@@ -182,17 +231,31 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
+NOOP_MAX = 30  # DQN (Mnih et al. 2015) / baselines NoopResetEnv
+STICKY_V5 = 0.25  # ALE/*-v5 sticky actions (Machado et al. 2018)
+# Evaluation protocols: name -> (no-op starts at most, sticky-action probability). Both Atari ones
+# keep the 108,000-frame cap (envs.MAX_FRAMES).
+PROTOCOLS: dict[str, tuple[int, float]] = {
+    # DQN (Mnih et al. 2015) / PPO paper: up to 30 no-op starts, deterministic emulator.
+    "paper": (NOOP_MAX, 0.0),
+    # Machado et al. 2018 ("Revisiting the ALE"): sticky actions 0.25, no no-op starts.
+    "machado": (0, STICKY_V5),
+    # Not Atari: the env's own episodes and time limit.
+    "env": (0, 0.0),
+}
+
 CHOICES = {
     "preset": tuple(PRESETS),
+    "protocol": tuple(PROTOCOLS),
     "schedule": ("linear", "constant"),
     "model_type": ("small", "large", "mlp"),
     "device": ("auto", "cpu", "cuda"),
 }
 
 
-def field_docs() -> dict[str, str]:
-    """Each field's docstring (the string literal under it), for --help."""
-    tree = ast.parse(inspect.getsource(Config))
+def field_docs(record: type = Config) -> dict[str, str]:
+    """Each field's docstring (the string literal under it) of a dataclass, for --help."""
+    tree = ast.parse(inspect.getsource(record))
     body = tree.body[0].body
     docs = {}
     for node, nxt in zip(body, body[1:]):
@@ -248,17 +311,22 @@ def _check_env(cfg: Config) -> None:
         )
 
 
+def at_least(name: str, value: float, low: int) -> None:
+    """The one-line error for a count below its floor (1: at least 1; 0: 0 or more)."""
+    if value < low:
+        floor = "0 or more" if low == 0 else f"at least {low}"
+        raise ConfigError(f"--{name} must be {floor}, got {value}")
+
+
 def _check_counts(cfg: Config) -> None:
     """Counts, sizes, timeouts and names within what a run can hold."""
     positive = ["env_steps", "num_envs", "timesteps_per_actorbatch", "optim_epochs"]
     positive += ["optim_batchsize", "save_interval", "sync_check_interval", "env_groups", "eval_episodes"]
     positive += ["hid_size", "num_hid_layers", "log_interval"]
     for name in positive:
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
+        at_least(name, getattr(cfg, name), 1)
     for name in ["torch_threads", "env_threads", "seed", "eval_interval"]:
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"--{name} must be 0 or more, got {getattr(cfg, name)}")
+        at_least(name, getattr(cfg, name), 0)
     limits = dict(seed=2**30, num_envs=4096, timesteps_per_actorbatch=2**20, hid_size=4096, num_hid_layers=64)
     for name, limit in limits.items():
         if getattr(cfg, name) > limit:

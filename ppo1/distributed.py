@@ -56,7 +56,6 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     store: object = field(default=None, repr=False)
-    comm_seconds: float = 0.0  # time spent in the gradient all-reduce, for the logs
 
     @property
     def active(self) -> bool:
@@ -140,7 +139,6 @@ class Dist:
         """Average gradients over ranks with ONE all-reduce over a flat buffer."""
         if not self.active:
             return
-        t0 = time.perf_counter()
         grads = [p.grad for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads]).to(self.device)
         dist.all_reduce(flat)
@@ -150,10 +148,9 @@ class Dist:
             n = g.numel()
             g.copy_(flat[offset : offset + n].view_as(g))
             offset += n
-        self.comm_seconds += time.perf_counter() - t0
 
     def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std over all ranks' samples (baselines common/mpi_moments.py)."""
+        """Mean and (population) std over all ranks' samples (baselines common/mpi_moments.py)."""
         if not self.active:
             return x.mean(), x.std(correction=0)
         x = x.double()
@@ -233,10 +230,10 @@ def init(timeout_seconds: float, device: torch.device) -> Dist:
     if not dist.is_initialized():
         store = attempt_store(world_size, timeout)
         dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
-    d = Dist(rank, world_size, local_rank, store=dist.distributed_c10d._get_default_store())
-    d.start_heartbeat()
+    group = Dist(rank, world_size, local_rank, store=dist.distributed_c10d._get_default_store())
+    group.start_heartbeat()
     atexit.register(shutdown)  # also where a process exits without calling it
-    return d
+    return group
 
 
 _abandoned = False  # a peer is gone: the group is left as it is

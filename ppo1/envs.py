@@ -25,26 +25,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from ppo1.config import NOOP_MAX, PROTOCOLS, STICKY_V5
 from ppo1.errors import ConfigError, first_line
 
 gym.register_envs(ale_py)
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr: errors stay one line
 
-NOOP_MAX = 30  # DQN (Mnih et al. 2015) / baselines NoopResetEnv
 FRAME_SKIP = 4  # baselines MaxAndSkipEnv(skip=4): max-pool over the last 2 of 4 frames
 MAX_FRAMES = 108_000  # 30 minutes at 60 Hz, the DQN / PPO-paper episode cap
-STICKY_V5 = 0.25  # ALE/*-v5 sticky actions (Machado et al. 2018)
-
-# Evaluation protocols: name -> (no-op starts at most, sticky-action probability). Both Atari ones
-# keep the 108,000-frame cap.
-PROTOCOLS: dict[str, tuple[int, float]] = {
-    # DQN (Mnih et al. 2015) / PPO paper: up to 30 no-op starts, deterministic emulator.
-    "paper": (NOOP_MAX, 0.0),
-    # Machado et al. 2018 ("Revisiting the ALE"): sticky actions 0.25, no no-op starts.
-    "machado": (0, STICKY_V5),
-    # Not Atari: the env's own episodes and time limit.
-    "env": (0, 0.0),
-}
+EVAL_SEED = 10**8  # evaluation during training plays games seeded seed + EVAL_SEED + i
 
 MUJOCO_EXTRA = "pip install -e '.[mujoco]'"
 

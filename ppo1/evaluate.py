@@ -1,4 +1,4 @@
-"""Evaluation: full games under a named protocol (ppo1.envs.PROTOCOLS), scores and their statistics.
+"""Evaluation: full games under a named protocol (ppo1.config.PROTOCOLS), scores and their statistics.
 
 `evaluate()` plays the games, for the training loop (`evaluate_in_training`) and for the `ppo1
 evaluate` command (`run_evaluate`). Evaluation always uses the evaluation wrappers: full games (no
@@ -15,14 +15,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ppo1.agent import ActionPicker, AgentOptions, Policy, check_episodes, open_agent
-from ppo1.config import Config
-from ppo1.envs import FRAME_SKIP, MAX_FRAMES, VecEnv, default_protocol, parse_env_name, protocol_settings
+from ppo1.agent import ActionPicker, Policy, open_agent
+from ppo1.config import AgentOptions, Config, at_least
+from ppo1.envs import (
+    EVAL_SEED,
+    FRAME_SKIP,
+    MAX_FRAMES,
+    VecEnv,
+    default_protocol,
+    parse_env_name,
+    protocol_settings,
+)
 from ppo1.errors import ConfigError
 from ppo1.policies import pick_device
 
 MAX_EVAL_ENVS = 16  # games played at once by default
-EVAL_SEED = 10**8  # evaluation during training plays games seeded seed + EVAL_SEED + i
 
 
 def evaluate(
@@ -45,7 +52,7 @@ def evaluate(
     `num_envs` at a time (default: min(episodes, 16)) on ale-py's vector env; env i is seeded with
     seed + i. The policy is not modified (its train/eval mode is restored).
     """
-    check_episodes(episodes)
+    at_least("episodes", episodes, 1)
     spec = parse_env_name(cfg.env_name)
     protocol = protocol or default_protocol(spec)
     noop_max, sticky = protocol_settings(protocol, spec)

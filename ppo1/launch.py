@@ -17,12 +17,12 @@ import torch
 from ppo1 import checkpoint, distributed
 from ppo1.checkpoint import Counters, TrainState
 from ppo1.config import Config, resolve
-from ppo1.envs import default_threads, env_dims, parse_env_name
+from ppo1.envs import default_threads, env_dims, parse_env_name, render_env
 from ppo1.errors import ConfigError, RankFailure
 from ppo1.logger import Tracker, drop_rows_after, missing_logs, require_wandb
 from ppo1.policies import pick_device
 from ppo1.trainer import StopWhen, train
-from ppo1.video import render_env, require_ffmpeg
+from ppo1.video import require_ffmpeg
 
 LOCK_HOLDER = "lock"  # in the run folder: which process holds it (the lock itself is on the folder)
 GAPS = "gaps.txt"  # in the run folder: what a resume found missing from the logs
@@ -34,24 +34,24 @@ def start(overrides: dict, fresh: bool = False, stop_when: StopWhen | None = Non
     condition (trainer.stop_after)."""
     cfg = resolve(overrides)
     device = pick_device(cfg.device)
-    d = distributed.init(cfg.dist_timeout, device)
-    if device.type == "cuda" and d.active:
-        device = torch.device("cuda", d.local_rank % torch.cuda.device_count())  # ranks may share a GPU
+    dist = distributed.init(cfg.dist_timeout, device)
+    if device.type == "cuda" and dist.active:
+        device = torch.device("cuda", dist.local_rank % torch.cuda.device_count())  # ranks may share a GPU
         torch.cuda.set_device(device)
     lock = None
     try:
         error, resume, tracker = None, None, None
-        if d.rank == 0:
+        if dist.rank == 0:
             try:
-                cfg, resume, lock = prepare(cfg, overrides, fresh, d.world_size)
+                cfg, resume, lock = prepare(cfg, overrides, fresh, dist.world_size, device)
                 tracker = Tracker(cfg, resuming=resume is not None) if cfg.track else None
             except ConfigError as e:
                 error = str(e)
-        error, cfg, resume = d.broadcast_object((error, cfg, resume))
+        error, cfg, resume = dist.broadcast_object((error, cfg, resume))
         if error is not None:
-            raise ConfigError(error if d.rank == 0 else f"rank 0 refused to start: {error}")
+            raise ConfigError(error if dist.rank == 0 else f"rank 0 refused to start: {error}")
         cfg.run_dir.mkdir(parents=True, exist_ok=True)  # for monitor.<rank>.csv on other machines
-        counters = train(cfg, resume, d, device, tracker, stop_when)
+        counters = train(cfg, resume, dist, device, tracker, stop_when)
     except RankFailure:
         distributed.abandon()
         raise
@@ -66,7 +66,7 @@ def start(overrides: dict, fresh: bool = False, stop_when: StopWhen | None = Non
 
 
 def prepare(
-    cfg: Config, overrides: dict, fresh: bool, world_size: int
+    cfg: Config, overrides: dict, fresh: bool, world_size: int, device: torch.device
 ) -> tuple[Config, TrainState | None, int | None]:
     """Rank 0: take the run folder, load the checkpoint to resume, set it up. Every check that can
     fail on bad input runs before anything is written. Returns the config, the state to resume and
@@ -77,7 +77,6 @@ def prepare(
     lock = lock_run_dir(cfg.run_dir) if existed else None
     try:
         cfg, resume = (cfg, None) if fresh else load_resume(cfg, overrides, world_size)
-        pick_device(cfg.device)
         if cfg.track:
             require_wandb()
         if cfg.capture_video:
@@ -107,7 +106,7 @@ def prepare(
     drop_rows_after(cfg.run_dir, c.timesteps, c.elapsed)
     if resume is not None:
         report_gaps(cfg.run_dir, c)
-    record = dict(cfg.to_dict(), model_name=cfg.run_name, device=pick_device(cfg.device).type)
+    record = dict(cfg.to_dict(), model_name=cfg.run_name, device=device.type)
     record.update(torch_threads=cfg.torch_threads or default_threads())
     record.update(env_threads=cfg.env_threads or min(cfg.num_envs, default_threads()))
     (cfg.run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n")  # what it runs with

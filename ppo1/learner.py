@@ -6,11 +6,12 @@ Read beside baselines/ppo1/pposgd_simple.py (commit 8a97e0d) and the PPO paper (
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch.distributions import Distribution
 
+from ppo1.config import Config
+from ppo1.distributed import Dist
+from ppo1.logger import Timer
 from ppo1.rollout import Segment
 
 
@@ -74,62 +75,48 @@ def update(
     policy: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     seg: Segment,
-    *,
+    cfg: Config,
     lrmult: float,
-    optim_stepsize: float,
-    epsilon: float,
-    ent_coef: float,
-    optim_epochs: int,
-    minibatch_size: int,
     generator: torch.Generator,
-    norm_adv: bool = True,
-    moments: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-    reduce_grads: Callable[[], None] | None = None,
+    dist: Dist | None = None,
+    timer: Timer | None = None,
 ) -> dict[str, float]:
-    """optim_epochs passes over shuffled minibatches of the segment (advantages and returns
-    already computed). Returns the logged stats.
-
-    moments(x) gives the mean and std used to standardize advantages (global under
-    torch.distributed); reduce_grads() averages gradients across ranks before each step.
-    """
+    """cfg.optim_epochs passes over shuffled minibatches of the segment (advantages and returns
+    already computed); returns the logged stats. The generator orders the minibatches (the same on
+    every rank); dist standardizes advantages over all ranks' samples and averages the gradients
+    before each step (the all-reduce's seconds go to timer)."""
+    dist, timer = dist or Dist(), timer or Timer()
     T, N = seg.rewards.shape
-    B = T * N
+    B, minibatch_size = T * N, cfg.minibatch_size
     obs = seg.obs.reshape(B, *seg.obs.shape[2:])
     actions, old_log_probs = seg.actions.reshape(B, *seg.actions.shape[2:]), seg.log_probs.reshape(B)
     advantages, returns = seg.advantages.reshape(B), seg.returns.reshape(B)
-    if norm_adv:
-        mean, std = moments(advantages) if moments else (advantages.mean(), advantages.std(correction=0))
-        advantages = standardize(advantages, mean, std)
+    if cfg.norm_adv:
+        advantages = standardize(advantages, *dist.moments(advantages))
 
     # The PPO paper's alpha anneals the clip too (Table 5); baselines' ppo1 did so from its first
     # commit (da99706) to c5b1a1b, and dropped it in b875fb7: 8a97e0d's clip is constant.
-    clip = epsilon * lrmult
+    clip = cfg.epsilon * lrmult
     for group in optimizer.param_groups:
-        group["lr"] = optim_stepsize * lrmult
+        group["lr"] = cfg.optim_stepsize * lrmult
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     totals: dict[str, torch.Tensor] = {}
     n = 0
-    for epoch in range(optim_epochs):
+    for epoch in range(cfg.optim_epochs):
         perm = torch.randperm(B, generator=generator).to(obs.device)
         # baselines Dataset.iterate_once drops the last partial minibatch; so do we.
         for start in range(0, B - minibatch_size + 1, minibatch_size):
             idx = perm[start : start + minibatch_size]
             pd, values = policy.dist(obs[idx])
-            loss, stats = ppo_loss(
-                pd,
-                values,
-                actions[idx],
-                old_log_probs[idx],
-                advantages[idx],
-                returns[idx],
-                clip,
-                ent_coef,
-            )
+            batch = (actions[idx], old_log_probs[idx], advantages[idx], returns[idx])
+            loss, stats = ppo_loss(pd, values, *batch, clip, cfg.ent_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if reduce_grads is not None:
-                reduce_grads()
+            if dist.active:
+                with timer("allreduce"):
+                    dist.reduce_grads(params)
             optimizer.step()
-            if epoch == optim_epochs - 1:  # log the last epoch's minibatch means
+            if epoch == cfg.optim_epochs - 1:  # log the last epoch's minibatch means
                 for k, v in stats.items():
                     totals[k] = totals.get(k, 0.0) + v
                 n += 1

@@ -8,6 +8,9 @@ import struct
 import sys
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,29 @@ PROGRESS = "progress.csv"
 
 def monitor_name(rank: int) -> str:
     return "monitor.csv" if rank == 0 else f"monitor.{rank}.csv"
+
+
+class Timer:
+    """Seconds spent in each named phase since reset(), for the Time* columns of the logs."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.started = time.perf_counter()
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.started = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - t0
+
+    def since_reset(self) -> float:
+        return time.perf_counter() - self.started
 
 
 def format_table(row: dict[str, float | int | str]) -> str:
@@ -184,9 +210,9 @@ class RunBar(tqdm):
 
     @property
     def format_dict(self):
-        d = super().format_dict
-        d["elapsed"] += self.trained
-        return d
+        values = super().format_dict
+        values["elapsed"] += self.trained
+        return values
 
 
 class Logger:
@@ -278,7 +304,7 @@ class Logger:
 
         width, height = struct.unpack("<HH", gif[6:10])  # the GIF header's logical screen size
         image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
-        self.tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+        self.tb.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
         self.tb.flush()
 
     def progress(self, step: int, sps: float, score: float) -> None:

@@ -1,6 +1,7 @@
 """The policies of baselines ppo1, in PyTorch: CnnPolicy (baselines/ppo1/cnn_policy.py) for Atari
 frames and MlpPolicy (baselines/ppo1/mlp_policy.py) with observation normalization for flat
-observations. Both give `dist(obs)` (the action distribution and the values) and `act(obs)`."""
+observations. Both give `dist(obs)` (the action distribution and the values), `act(obs)` (sampled
+actions, their log-probs and the values) and `get_value(obs)`."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def normc_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
     """baselines tf_util.normc_initializer: each unit's incoming weights have norm `gain`.
 
     TF stores dense weights as (in, out) and normalizes axis 0; PyTorch stores (out, in), so
-    we normalize dim 1 (the seed's documented transposition).
+    we normalize dim 1 (lucaslingle/ppo1's documented transposition).
     """
     with torch.no_grad():
         weight.normal_()
@@ -86,7 +87,7 @@ class CnnPolicy(nn.Module):
         self.logits = _dense(hidden, num_actions, pi_gain)
         self.value = _dense(hidden, 1, 1.0)
         self.num_actions, self.in_channels = num_actions, in_channels
-        # NHWC convolutions are 1.5-3x faster on CPU (benchmarks/throughput.py); same math.
+        # NHWC convolutions run faster on CPU (measured in benchmarks/throughput.py); same math.
         self.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,8 +113,14 @@ class CnnPolicy(nn.Module):
         # No argument validation: a NaN must reach the loss, where the training loop reports it.
         return Categorical(logits=logits, validate_args=False), values
 
-    def update_statistics(self, seg: Segment, all_sum: Callable | None = None) -> None:
-        """Frames need no running statistics (they are divided by 255): nothing to do."""
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(obs), (B,), drawing no action (CleanRL's agent.get_value)."""
+        with torch.inference_mode():
+            return self(obs)[1]
+
+    def update_obs_stats(self, obs: torch.Tensor, all_sum: Callable | None = None) -> bool:
+        """Frames need no running statistics (they are divided by 255): nothing changes."""
+        return False
 
 
 class RunningMeanStd(nn.Module):
@@ -178,16 +185,12 @@ class MlpPolicy(nn.Module):
         x = ((obs.double() - self.ob_rms.mean) / self.ob_rms.std).clamp(-5.0, 5.0).float()
         return self.pi(x), self.vf(x).squeeze(-1)
 
-    def update_statistics(self, seg: Segment, all_sum: Callable | None = None) -> None:
+    def update_obs_stats(self, obs: torch.Tensor, all_sum: Callable | None = None) -> bool:
         """baselines: pi.ob_rms.update(ob) with each iteration's batch before the epochs (all_sum
-        pools it over ranks); oldpi copies pi with its new statistics, so the old log-probs are
-        recomputed with them and the ratio starts at 1."""
-        self.ob_rms.update(seg.obs, all_sum)
-        with torch.no_grad():
-            flat = seg.obs.reshape(-1, *seg.obs.shape[2:])
-            pd, _ = self.dist(flat)
-            actions = seg.actions.reshape(flat.shape[0], *seg.actions.shape[2:])
-            seg.log_probs = pd.log_prob(actions).reshape(seg.log_probs.shape)
+        pools it over ranks). Returns True: the statistics changed, so the log-probs stored at
+        collection time are stale (see log_probs_now)."""
+        self.ob_rms.update(obs, all_sum)
+        return True
 
     def dist(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
         out, values = self(obs)
@@ -195,6 +198,11 @@ class MlpPolicy(nn.Module):
             std = self.logstd.exp().expand_as(out)
             return Independent(Normal(out, std, validate_args=False), 1, validate_args=False), values
         return Categorical(logits=out, validate_args=False), values
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(obs), (B,), drawing no action (CleanRL's agent.get_value)."""
+        with torch.inference_mode():
+            return self(obs)[1]
 
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The draws and log-probs of dist(obs), written out: the distribution objects cost more
@@ -224,6 +232,17 @@ def make_policy(
     if model_type == "mlp":
         return MlpPolicy(observation_shape[0], num_actions, not discrete, hid_size, num_hid_layers)
     return CnnPolicy(observation_shape[0], num_actions, model_type, pi_gain)
+
+
+@torch.no_grad()
+def log_probs_now(policy: CnnPolicy | MlpPolicy, seg: Segment) -> torch.Tensor:
+    """log pi(a|s) of the segment's actions under the policy as it is now, (T, N). After the
+    observation statistics change: baselines' oldpi copies pi with its new statistics, so the ratio
+    starts at 1."""
+    flat = seg.obs.reshape(-1, *seg.obs.shape[2:])
+    pd, _ = policy.dist(flat)
+    actions = seg.actions.reshape(flat.shape[0], *seg.actions.shape[2:])
+    return pd.log_prob(actions).reshape(seg.log_probs.shape)
 
 
 def sample(pd: Distribution, generator: torch.Generator) -> torch.Tensor:

@@ -6,14 +6,13 @@ horizon (timesteps_per_actorbatch), N the number of envs in this process.
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ppo1.envs import VecEnv
+from ppo1.logger import Timer
 
 
 @dataclass
@@ -74,9 +73,12 @@ class Rollout:
         horizon: int,
         gamma: float,
         device: torch.device,
+        timer: Timer | None = None,
     ):
+        """timer: where the seconds of env stepping and of inference go (the trainer's)."""
         self.envs = envs if isinstance(envs, list) else [envs]
         self.policy, self.horizon, self.gamma, self.device = policy, horizon, gamma, device
+        self.timer = timer or Timer()
         bounds = np.cumsum([0] + [e.num_envs for e in self.envs])
         self.columns = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         T, N = horizon, int(bounds[-1])
@@ -91,40 +93,36 @@ class Rollout:
         self.values = torch.zeros((T, N), device=device)
         self.rewards = torch.zeros((T, N), device=device)
         self.dones = torch.zeros((T, N), device=device)
-        self.timings: dict[str, float] = defaultdict(float)
 
     def _act(self, t: int, k: int) -> None:
         """Store group k's observation at step t, choose its actions and start its envs."""
-        t0 = time.perf_counter()
-        cols = self.columns[k]
-        self.obs[t, cols] = self.next_obs[k]
-        actions, log_probs, values = self.policy.act(self.next_obs[k])
-        self.actions[t, cols] = actions
-        self.log_probs[t, cols] = log_probs
-        self.values[t, cols] = values
-        self.envs[k].step_async(actions.cpu().numpy())
-        self.timings["inference"] += time.perf_counter() - t0
+        with self.timer("inference"):
+            cols = self.columns[k]
+            self.obs[t, cols] = self.next_obs[k]
+            actions, log_probs, values = self.policy.act(self.next_obs[k])
+            self.actions[t, cols] = actions
+            self.log_probs[t, cols] = log_probs
+            self.values[t, cols] = values
+            self.envs[k].step_async(actions.cpu().numpy())
 
     def _receive(self, t: int, k: int, seg: Segment) -> None:
-        t0 = time.perf_counter()
-        step = self.envs[k].step_wait()
-        t1 = time.perf_counter()
-        rewards = torch.from_numpy(step.rewards)
-        if step.truncated.any():
-            # Time limit is not death: bootstrap from the value of the final observation
-            # (SB3 on_policy_algorithm.py). baselines treats it as a terminal state.
-            idx = np.flatnonzero(step.truncated)
-            _, _, final_values = self.policy.act(torch.from_numpy(step.final_obs[idx]).to(self.device))
-            rewards[idx] += self.gamma * final_values.cpu()
-        cols = self.columns[k]
-        self.rewards[t, cols] = rewards.to(self.device)
-        self.dones[t, cols] = torch.from_numpy(step.dones).to(self.device)
-        self.next_obs[k] = torch.from_numpy(step.obs).to(self.device)
+        with self.timer("env"):
+            step = self.envs[k].step_wait()
+        with self.timer("inference"):
+            rewards = torch.from_numpy(step.rewards)
+            if step.truncated.any():
+                # Time limit is not death: bootstrap from the value of the final observation
+                # (SB3 on_policy_algorithm.py). baselines treats it as a terminal state.
+                idx = np.flatnonzero(step.truncated)
+                final_values = self.policy.get_value(torch.from_numpy(step.final_obs[idx]).to(self.device))
+                rewards[idx] += self.gamma * final_values.cpu()
+            cols = self.columns[k]
+            self.rewards[t, cols] = rewards.to(self.device)
+            self.dones[t, cols] = torch.from_numpy(step.dones).to(self.device)
+            self.next_obs[k] = torch.from_numpy(step.obs).to(self.device)
         seg.scores += step.scores
         seg.lengths += step.lengths
         seg.clipped_returns += step.clipped_returns
-        self.timings["env"] += t1 - t0
-        self.timings["inference"] += time.perf_counter() - t1
 
     def collect(self, should_stop=lambda: False) -> Segment | None:
         """Run T steps in every env; None if should_stop() became true on the way."""
@@ -139,7 +137,6 @@ class Rollout:
                     self._act(t + 1, k)
             if should_stop():
                 return None
-        t0 = time.perf_counter()
-        seg.last_values = self.policy.act(torch.cat(self.next_obs))[2]
-        self.timings["inference"] += time.perf_counter() - t0
+        with self.timer("inference"):
+            seg.last_values = self.policy.get_value(torch.cat(self.next_obs))
         return seg

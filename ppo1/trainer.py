@@ -18,8 +18,8 @@ from ppo1.envs import VecEnv, default_threads, parse_env_name
 from ppo1.errors import ConfigError, RankFailure
 from ppo1.evaluate import evaluate_in_training
 from ppo1.learner import lr_multiplier, update
-from ppo1.logger import Logger, MonitorWriter, Tracker, monitor_name
-from ppo1.policies import make_policy, pick_device
+from ppo1.logger import Logger, MonitorWriter, Timer, Tracker, monitor_name
+from ppo1.policies import log_probs_now, make_policy, pick_device
 from ppo1.rollout import Rollout, Segment, compute_gae
 from ppo1.video import capture_video
 
@@ -67,13 +67,13 @@ class Trainer:
         self,
         cfg: Config,
         resume: TrainState | None,
-        d: Dist,
+        dist: Dist,
         device: torch.device,
         tracker: Tracker | None = None,
     ):
-        self.cfg, self.d, self.device = cfg, d, device
+        self.cfg, self.dist, self.device = cfg, dist, device
         torch.set_num_threads(cfg.torch_threads or default_threads())
-        torch.manual_seed(cfg.seed + 10000 * d.rank)
+        torch.manual_seed(cfg.seed + 10000 * dist.rank)
         self.counters = Counters() if resume is None else resume.counters
         self.recent = {k: deque(maxlen=100) for k in ("scores", "lengths", "clipped")}
         self.generator = torch.Generator().manual_seed(cfg.seed)  # minibatch order, the same on all ranks
@@ -92,25 +92,26 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)
         if resume is not None:
             self._resume(resume)
-        d.broadcast_state(self.policy, self.optimizer)  # baselines MpiAdam.sync(): identical start
-        self.params = list(self.policy.parameters())
-        self.rollout = Rollout(self.envs, self.policy, cfg.timesteps_per_actorbatch, cfg.gamma, device)
-        self.monitor = MonitorWriter(cfg.run_dir / monitor_name(d.rank), cfg.env_name)
+        dist.broadcast_state(self.policy, self.optimizer)  # baselines MpiAdam.sync(): identical start
+        self.timer = Timer()
+        horizon = cfg.timesteps_per_actorbatch
+        self.rollout = Rollout(self.envs, self.policy, horizon, cfg.gamma, device, self.timer)
+        self.monitor = MonitorWriter(cfg.run_dir / monitor_name(dist.rank), cfg.env_name)
         self.logger = (
             Logger(cfg.run_dir, cfg.env_steps, self.counters.timesteps, tracker, self.counters.elapsed)
-            if d.rank == 0
+            if dist.rank == 0
             else None
         )
         self.stop = StopFlag()
         # One process may drop a half-collected batch at once; ranks agree once per iteration.
-        self.stop_in_rollout = self.stop if not d.active else (lambda: False)
+        self.stop_in_rollout = self.stop if not dist.active else (lambda: False)
         self.session_start, self.session_steps = time.perf_counter(), self.counters.timesteps
         self.elapsed_at_start = self.counters.elapsed
         self.ckpt_path = cfg.run_dir / checkpoint.CHECKPOINT
 
     def _make_envs(self) -> list[VecEnv]:
         cfg = self.cfg
-        seeds = env_seeds(cfg, self.d.rank, self.counters.iterations)
+        seeds = env_seeds(cfg, self.dist.rank, self.counters.iterations)
         spec = parse_env_name(cfg.env_name)
         return [
             VecEnv(
@@ -137,49 +138,31 @@ class Trainer:
         self.optimizer.load_state_dict(resume.optimizer)
         self.generator.set_state(resume.generator)
         # Each rank its own generators; a rank the checkpoint has none for (a larger world) keeps its seed.
-        if self.d.rank < len(resume.rank_rngs):
-            restore_rng(resume.rank_rngs[self.d.rank], self.device)
+        if self.dist.rank < len(resume.rank_rngs):
+            restore_rng(resume.rank_rngs[self.dist.rank], self.device)
 
     def iteration(self) -> dict | None:
-        """One PPO iteration, as CleanRL's ppo_atari.py main loop. Returns the log row (on every
+        """One PPO iteration, as CleanRL's ppo_atari.py loop body. Returns the log row (on every
         rank), or None if a stop signal came during collection (the partial batch is dropped)."""
-        cfg, t0 = self.cfg, time.perf_counter()
-        self.rollout.timings.clear()
-        self.d.comm_seconds = 0.0
+        cfg, timer = self.cfg, self.timer
+        timer.reset()
         lrmult = lr_multiplier(self.counters.timesteps, cfg.env_steps, cfg.schedule)
         seg = self.rollout.collect(should_stop=self.stop_in_rollout)
         if seg is None:
             return None
-        t_gae = time.perf_counter()
-        seg.advantages, seg.returns = compute_gae(
-            seg.rewards, seg.values, seg.dones, seg.last_values, cfg.gamma, cfg.lam
-        )
-        self.policy.update_statistics(seg, self.d.sum)  # MLP: baselines' ob_rms.update; Atari: none
-        t_update = time.perf_counter()
-        stats = update(
-            self.policy,
-            self.optimizer,
-            seg,
-            lrmult=lrmult,
-            optim_stepsize=cfg.optim_stepsize,
-            epsilon=cfg.epsilon,
-            ent_coef=cfg.ent_coef,
-            optim_epochs=cfg.optim_epochs,
-            minibatch_size=cfg.minibatch_size,
-            generator=self.generator,
-            norm_adv=cfg.norm_adv,
-            moments=self.d.moments,
-            reduce_grads=lambda: self.d.reduce_grads(self.params),
-        )
-        now = time.perf_counter()
+        with timer("gae"):
+            seg.advantages, seg.returns = compute_gae(
+                seg.rewards, seg.values, seg.dones, seg.last_values, cfg.gamma, cfg.lam
+            )
+        with timer("update"):
+            if self.policy.update_obs_stats(seg.obs, self.dist.sum):  # MLP: baselines' ob_rms.update
+                seg.log_probs = log_probs_now(self.policy, seg)
+            stats = update(self.policy, self.optimizer, seg, cfg, lrmult, self.generator, self.dist, timer)
         self.check_finite(stats)
-        scores = self.count(seg, now)
+        games = self.record_iteration(seg)
         if self.counters.iterations % cfg.sync_check_interval == 0:
-            self.d.check_synced(self.policy, self.counters.iterations)
-        timings = dict(
-            **self.rollout.timings, gae=t_update - t_gae, update=now - t_update, iteration=now - t0
-        )
-        row = self.log_row(stats, scores, timings, now)
+            self.dist.check_synced(self.policy, self.counters.iterations)
+        row = self.log_row(stats, games)
         if self.logger is not None:
             self.log(row)
         if self.counters.iterations % cfg.save_interval == 0:
@@ -200,25 +183,25 @@ class Trainer:
                 f"stopped without saving: the last good checkpoint is {self.ckpt_path}"
             )
 
-    def count(self, seg: Segment, now: float) -> int:
-        """Counters and last-100 buffers over all ranks; this rank's games to its monitor file.
+    def record_iteration(self, seg: Segment) -> int:
+        """The counters and last-100 buffers over all ranks, this rank's games in its monitor file.
         Returns the number of games that ended this iteration (all ranks)."""
-        c, d = self.counters, self.d
-        c.elapsed = self.elapsed_at_start + now - self.session_start
+        c, dist = self.counters, self.dist
+        c.elapsed = self.elapsed_at_start + time.perf_counter() - self.session_start
         self.monitor.write(seg.scores, seg.lengths, c.elapsed)
-        scores = d.gather(seg.scores)
+        scores = dist.gather(seg.scores)
         self.recent["scores"].extend(scores)
-        self.recent["lengths"].extend(d.gather(seg.lengths))
-        self.recent["clipped"].extend(d.gather(seg.clipped_returns))
-        c.timesteps += self.cfg.batch_size * d.world_size
+        self.recent["lengths"].extend(dist.gather(seg.lengths))
+        self.recent["clipped"].extend(dist.gather(seg.clipped_returns))
+        c.timesteps += self.cfg.batch_size * dist.world_size
         c.iterations += 1
         c.episodes += len(scores)
         return len(scores)
 
-    def log_row(self, stats: dict, games: int, timings: dict, now: float) -> dict:
+    def log_row(self, stats: dict, games: int) -> dict:
         """baselines' logger keys: the losses, then the last-100 real scores, counters and timings."""
-        c = self.counters
-        sps = (c.timesteps - self.session_steps) / (now - self.session_start)
+        c, seconds = self.counters, self.timer.seconds
+        sps = (c.timesteps - self.session_steps) / (time.perf_counter() - self.session_start)
         return dict(
             stats,
             EpLenMean=nanmean(self.recent["lengths"]),
@@ -230,12 +213,12 @@ class Trainer:
             Iteration=c.iterations,
             TimeElapsed=round(c.elapsed, 2),
             StepsPerSecond=round(sps, 1),
-            TimeEnv=round(timings["env"], 4),
-            TimeInference=round(timings["inference"], 4),
-            TimeGAE=round(timings["gae"], 4),
-            TimeUpdate=round(timings["update"], 4),
-            TimeAllReduce=round(self.d.comm_seconds, 4),
-            TimeIteration=round(timings["iteration"], 4),
+            TimeEnv=round(seconds["env"], 4),
+            TimeInference=round(seconds["inference"], 4),
+            TimeGAE=round(seconds["gae"], 4),
+            TimeUpdate=round(seconds["update"], 4),
+            TimeAllReduce=round(seconds["allreduce"], 4),
+            TimeIteration=round(self.timer.since_reset(), 4),
         )
 
     def log(self, row: dict) -> None:
@@ -254,8 +237,8 @@ class Trainer:
 
     def save(self) -> None:
         """Every rank hands its generators to rank 0, which writes the checkpoint."""
-        rank_rngs = self.d.gather_object(rng_state(self.device))
-        if self.d.rank != 0:
+        rank_rngs = self.dist.gather_object(rng_state(self.device))
+        if self.dist.rank != 0:
             return
         env = self.envs[0]
         state = TrainState(
@@ -267,8 +250,7 @@ class Trainer:
             generator=self.generator.get_state(),
             rank_rngs=rank_rngs,
             num_actions=env.num_actions,
-            observation_shape=list(env.observation_shape),
-            world_size=self.d.world_size,
+            world_size=self.dist.world_size,
         )
         checkpoint.save_state(self.ckpt_path, state)
 
@@ -303,19 +285,19 @@ def stop_after(
 def train(
     cfg: Config,
     resume: TrainState | None = None,
-    d: Dist | None = None,
+    dist: Dist | None = None,
     device: torch.device | None = None,
     tracker: Tracker | None = None,
     stop_when: StopWhen | None = None,
 ) -> Counters:
     """Train until cfg.env_steps agent steps (over all ranks), a stop signal, or stop_when(trainer)
     before an iteration (on any rank). Saves at the end; returns the counters."""
-    d = d or Dist()
-    trainer = Trainer(cfg, resume, d, device or pick_device(cfg.device), tracker)
+    dist = dist or Dist()
+    trainer = Trainer(cfg, resume, dist, device or pick_device(cfg.device), tracker)
     try:
         while trainer.counters.timesteps < cfg.env_steps:
             asked = trainer.stop() or (stop_when is not None and stop_when(trainer))
-            if d.any(asked) or trainer.iteration() is None:
+            if dist.any(asked) or trainer.iteration() is None:
                 break
         trainer.save()
         if trainer.logger is not None:
@@ -328,8 +310,8 @@ def train(
             else:
                 trainer.logger.last(f"stopped at step {step}; saved {path}")
     except RuntimeError as e:  # a collective failed: name the rank that went away
-        if d.active and not isinstance(e, RankFailure):
-            raise RankFailure(d.describe_failure(e)) from e
+        if dist.active and not isinstance(e, RankFailure):
+            raise RankFailure(dist.describe_failure(e)) from e
         raise
     finally:
         trainer.close()

@@ -21,11 +21,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ppo1.agent import ActionPicker, Agent, AgentOptions, Policy, open_agent, policy_in_channels
-from ppo1.config import Config
-from ppo1.envs import FRAME_SKIP, EnvSpec, parse_env_name, render_env
+from ppo1.agent import ActionPicker, Agent, Policy, open_agent
+from ppo1.config import AgentOptions, Config
+from ppo1.envs import EVAL_SEED, FRAME_SKIP, EnvSpec, parse_env_name, render_env
 from ppo1.errors import ConfigError
-from ppo1.evaluate import EVAL_SEED
 from ppo1.policies import pick_device
 
 ATARI_HZ = 60
@@ -175,7 +174,7 @@ def _open(
         raise ConfigError(f"--fps must be positive, got {fps}")
     agent = open_agent(opts)
     protocol = agent.protocol(opts.protocol)
-    env = render_env(agent.spec, render_mode, policy_in_channels(agent.policy) > 1, protocol)
+    env = agent.make_env(protocol, render_mode)
     fps = fps or movie_fps(agent.spec, env)
     print(agent.headline(protocol, f"{fps:g} {rate}"), flush=True)
     pick = ActionPicker(agent.policy, opts.deterministic, opts.seed, pick_device(opts.device))

@@ -120,6 +120,7 @@ def test_a_saved_agent_holds_weights_and_config_only_and_plays_the_same_games(ti
 
 def test_only_the_api_is_public_and_import_stays_light():
     assert sorted(ppo1.__all__) == sorted(["Agent", "Config", "PRESETS", "evaluate_policy", "load", "train"])
+    assert dir(ppo1) == sorted(ppo1.__all__) and not hasattr(ppo1, "os")
     with pytest.raises(AttributeError):
         ppo1.Trainer  # noqa: B018
     code = "import sys, ppo1; print('torch' in sys.modules)"

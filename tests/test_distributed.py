@@ -17,6 +17,7 @@ import torch
 import torch.multiprocessing as mp
 
 from ppo1 import distributed
+from ppo1.config import Config
 from ppo1.learner import update
 from ppo1.rollout import Segment
 
@@ -209,20 +210,11 @@ def _update_worker(rank: int, world: int, port: int, seg_path: str, out: str) ->
     policy = CnnPolicy(4, 6, "small")
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3, eps=1e-5)
     T = seg.actions.shape[0]
-    update(
-        policy,
-        opt,
-        seg,
-        lrmult=1.0,
-        optim_stepsize=1e-3,
-        epsilon=0.1,
-        ent_coef=0.01,
-        optim_epochs=2,
-        minibatch_size=T * n,  # the whole local batch: the minibatch order cannot matter
-        generator=torch.Generator().manual_seed(0),
-        moments=d.moments,
-        reduce_grads=lambda: d.reduce_grads(list(policy.parameters())),
+    # 2 epochs of one minibatch each, the whole local batch: the minibatch order cannot matter.
+    cfg = Config(
+        optim_stepsize=1e-3, epsilon=0.1, ent_coef=0.01, optim_epochs=2, num_envs=n, optim_batchsize=T
     )
+    update(policy, opt, seg, cfg, 1.0, torch.Generator().manual_seed(0), d)
     if rank == 0:
         torch.save(policy.state_dict(), out)
     distributed.shutdown()

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.distributions import Categorical
 
+from ppo1.config import Config
 from ppo1.learner import explained_variance, lr_multiplier
 from ppo1.learner import ppo_loss as ppo_loss_of_dist
 
@@ -165,17 +166,10 @@ def test_norm_adv_off_keeps_the_raw_advantages(norm_adv):
     zeros = torch.zeros(T, N)
     seg = Segment(obs, actions, log_probs, values.reshape(T, N), zeros, zeros, torch.zeros(N))
     seg.advantages, seg.returns = advantages, advantages + seg.values
-    stats = update(
-        policy,
-        torch.optim.Adam(policy.parameters(), lr=1e-4),
-        seg,
-        lrmult=1.0,
-        optim_stepsize=1e-4,
-        epsilon=0.1,
-        ent_coef=0.0,
-        optim_epochs=1,
-        minibatch_size=T * N,
-        generator=torch.Generator().manual_seed(0),
-        norm_adv=norm_adv,
+    cfg = Config(
+        optim_stepsize=1e-4, epsilon=0.1, ent_coef=0.0, optim_epochs=1, num_envs=N, optim_batchsize=T
     )
+    cfg.norm_adv = norm_adv
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-4)
+    stats = update(policy, optimizer, seg, cfg, 1.0, torch.Generator().manual_seed(0))
     assert stats["pol_surr"] == pytest.approx(0.0 if norm_adv else -5.0, abs=1e-5)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import Categorical
 
-from ppo1.policies import CnnPolicy
+from ppo1.policies import CnnPolicy, MlpPolicy
 
 # kind -> (conv out channels, hidden units, flattened conv output)
 ARCH = {"small": ([16, 32], 256, 32 * 9 * 9), "large": ([32, 64, 64], 512, 64 * 7 * 7)}
@@ -128,3 +128,46 @@ def test_pi_gain_scales_only_the_policy_head():
     for (name, a), b in zip(default.named_parameters(), wide.parameters()):
         if not name.startswith("logits"):
             assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("make", [lambda: CnnPolicy(4, 6, "large"), lambda: MlpPolicy(5, 3, continuous=True)])
+def test_get_value_is_the_value_head_and_draws_no_random_numbers(make):
+    """The bootstrap value: V(obs) as forward() gives it, without sampling actions (the global RNG
+    is where it was, so the next action draws are unchanged)."""
+    torch.manual_seed(0)
+    policy = make()
+    obs = (
+        torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+        if isinstance(policy, CnnPolicy)
+        else torch.randn(3, 5)
+    )
+    state = torch.get_rng_state()
+    values = policy.get_value(obs)
+    assert torch.equal(torch.get_rng_state(), state)
+    with torch.no_grad():
+        torch.testing.assert_close(values, policy(obs)[1])
+
+
+def test_new_observation_statistics_make_the_stored_log_probs_stale():
+    """MlpPolicy: update_obs_stats changes the network's input, so log_probs_now differs from the
+    log-probs stored at collection time and equals the policy's own with the new statistics; frames
+    (CnnPolicy) have no statistics and nothing changes."""
+    from ppo1.policies import log_probs_now
+    from ppo1.rollout import Segment
+
+    torch.manual_seed(0)
+    T, N = 4, 2
+    policy = MlpPolicy(5, 3, continuous=False)
+    obs = 3.0 + 2.0 * torch.randn(T, N, 5)
+    actions, log_probs, values = policy.act(obs.reshape(T * N, 5))
+    zeros = torch.zeros(T, N)
+    seg = Segment(
+        obs, actions.reshape(T, N), log_probs.reshape(T, N), values.reshape(T, N), zeros, zeros, zeros[0]
+    )
+    assert policy.update_obs_stats(seg.obs) is True
+    now = log_probs_now(policy, seg)
+    assert not torch.allclose(now, seg.log_probs)
+    with torch.no_grad():
+        pd, _ = policy.dist(obs.reshape(T * N, 5))
+        torch.testing.assert_close(now, pd.log_prob(seg.actions.reshape(-1)).reshape(T, N))
+    assert CnnPolicy(4, 6).update_obs_stats(torch.zeros(T, N, 4, 84, 84, dtype=torch.uint8)) is False

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ppo1.evaluate import EVAL_SEED
+from ppo1.envs import EVAL_SEED
 
 EVAL = ["--eval_interval", "2", "--eval_episodes", "2"]
 
