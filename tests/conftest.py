@@ -103,17 +103,10 @@ def cli():
     return Helpers
 
 
-TRAIN_TINY = ["train", "--env_steps", "256", "--num_envs", "2", "--timesteps_per_actorbatch", "64"]
-TRAIN_TINY += [
-    "--optim_batchsize",
-    "16",
-    "--model_type",
-    "small",
-    "--torch_threads",
-    "1",
-    "--env_threads",
-    "1",
-]
+TRAIN_TINY = [
+    "train", "--env_steps", "256", "--num_envs", "2", "--timesteps_per_actorbatch", "64",
+    "--optim_batchsize", "16", "--model_type", "small", "--torch_threads", "1", "--env_threads", "1",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

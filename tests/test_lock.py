@@ -158,12 +158,18 @@ def test_under_torchrun_rank_0_holds_the_folder(tmp_path):
     assert_complete(run_dir)
 
 
-def test_a_resume_over_logs_with_a_gap_says_which_iterations(tmp_path, cli):
+def trained(tmp_path: Path, cli, iterations: int) -> tuple[list[str], Path]:
+    """A finished Breakout run of that many tiny iterations, saved after each: (its command without
+    --env_steps, its folder)."""
     args = ["train", *cli.TINY, "--env_name", "BreakoutNoFrameskip-v4", "--model_name", RUN]
     args += ["--checkpoint_dir", "ck", "--save_interval", "1"]
-    r = cli.run([*args, "--env_steps", str(8 * cli.BATCH)], cwd=tmp_path)
+    r = cli.run([*args, "--env_steps", str(iterations * cli.BATCH)], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    run_dir = tmp_path / "ck" / RUN
+    return args, tmp_path / "ck" / RUN
+
+
+def test_a_resume_over_logs_with_a_gap_says_which_iterations(tmp_path, cli):
+    args, run_dir = trained(tmp_path, cli, 8)
     progress = (run_dir / "progress.csv").read_text().splitlines()
     # Iterations 3-5 lost, as when a second writer replaced the file under the first.
     (run_dir / "progress.csv").write_text("\n".join(progress[:3] + progress[6:]) + "\n")
@@ -178,11 +184,7 @@ def test_a_resume_over_logs_with_a_gap_says_which_iterations(tmp_path, cli):
 
 
 def test_a_resume_over_monitor_files_missing_games_names_their_iterations(tmp_path, cli):
-    args = ["train", *cli.TINY, "--env_name", "BreakoutNoFrameskip-v4", "--model_name", RUN]
-    args += ["--checkpoint_dir", "ck", "--save_interval", "1"]
-    r = cli.run([*args, "--env_steps", str(30 * cli.BATCH)], cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    run_dir = tmp_path / "ck" / RUN
+    args, run_dir = trained(tmp_path, cli, 30)
     progress = rows(run_dir / "progress.csv")
     lines = (run_dir / "monitor.csv").read_text().splitlines()
     games = lines[2:]
