@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import MISSING, fields
 
-from ppo1.config import CHOICES, PRESETS, AgentOptions, Config, field_docs
+from ppo1.config import CHOICES, PRESETS, PROTOCOLS, AgentOptions, Config, field_docs
 from ppo1.errors import ConfigError, RankFailure, SaveError
 
 
@@ -150,6 +150,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, episodes: int) -> None:
     from ppo1.agent import AgentOptions  # (a light import: torch is loaded by ppo1.policies later)
 
     docs = field_docs(AgentOptions)
+    choices = {**CHOICES, "protocol": tuple(PROTOCOLS)}
     for f in fields(AgentOptions):
         default = episodes if f.name == "episodes" else f.default
         help_text = docs[f.name] + (
@@ -164,8 +165,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, episodes: int) -> None:
             dest=f.name,
             type=kind,
             default=default,
-            choices=CHOICES.get(f.name),
-            metavar=None if f.name in CHOICES else ("FILE" if f.name == "checkpoint" else f.name.upper()),
+            choices=choices.get(f.name),
+            metavar=None if f.name in choices else ("FILE" if f.name == "checkpoint" else f.name.upper()),
             help=help_text,
         )
 

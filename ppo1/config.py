@@ -244,9 +244,8 @@ PROTOCOLS: dict[str, tuple[int, float]] = {
     "env": (0, 0.0),
 }
 
-CHOICES = {
+CHOICES = {  # of Config's fields
     "preset": tuple(PRESETS),
-    "protocol": tuple(PROTOCOLS),
     "schedule": ("linear", "constant"),
     "model_type": ("small", "large", "mlp"),
     "device": ("auto", "cpu", "cuda"),
