@@ -53,13 +53,13 @@ def evaluate(
     seed + i. The policy is not modified (its train/eval mode is restored).
     """
     at_least("episodes", episodes, 1)
+    if num_envs is not None:
+        at_least("num_envs", num_envs, 1)
     spec = parse_env_name(cfg.env_name)
     protocol = protocol or default_protocol(spec)
     noop_max, sticky = protocol_settings(protocol, spec)
     device = pick_device(device)
     n = min(episodes, num_envs or MAX_EVAL_ENVS)
-    if n < 1:
-        raise ConfigError(f"--num_envs must be at least 1, got {num_envs}")
     env = VecEnv(
         spec,
         n,
@@ -198,8 +198,6 @@ def run_evaluate(
 ) -> int:
     """`ppo1 evaluate`: every check that can fail on bad input runs before anything is written.
     json_file "": the default file, <asset_dir>/<agent name>/eval-<protocol>-step-<step>.json."""
-    if num_envs is not None and num_envs < 1:
-        raise ConfigError(f"--num_envs must be at least 1, got {num_envs}")
     agent = open_agent(opts)
     protocol = agent.protocol(opts.protocol)
     json_path = Path(json_file) if json_file else None
