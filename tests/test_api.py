@@ -35,6 +35,7 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
     assert 8.0 <= float(printed) <= 500.0  # a CartPole-v1 return: 8 steps at least, 500 at most
 
 
+@pytest.mark.slow
 def test_the_api_plays_the_games_the_cli_plays(tiny, tmp_path):
     """The same agent loaded through the API and through `ppo1 evaluate`, the same seed: the same
     action draws, so the same games, step for step (score and length of every game)."""

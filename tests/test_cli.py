@@ -218,6 +218,7 @@ def bad_input_runs(tmp_path_factory, cli):
         return dict(pool.map(one, cases))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_bad_input_one_line_exit_2_nothing_written(case, bad_input_runs):
     if case not in bad_input_runs:

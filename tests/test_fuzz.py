@@ -193,6 +193,7 @@ def in_fresh_folder(argv: list[str], capfd, start=start_and_stop) -> tuple[int, 
         return run_in(Path(folder), argv, capfd, start)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150,
     deadline=None,

@@ -35,6 +35,7 @@ def learning(out: Path, *flags: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_stops_at_the_iteration_that_reached_the_target(tmp_path):
     r = learning(tmp_path, "--target", str(TARGET), "--stop_at_target", "--max_steps", "4e4")
     assert r.returncode == 0, r.stderr[-2000:]

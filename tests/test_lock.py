@@ -168,6 +168,7 @@ def trained(tmp_path: Path, cli, iterations: int) -> tuple[list[str], Path]:
     return args, tmp_path / "ck" / RUN
 
 
+@pytest.mark.slow
 def test_a_resume_over_logs_with_a_gap_says_which_iterations(tmp_path, cli):
     args, run_dir = trained(tmp_path, cli, 8)
     progress = (run_dir / "progress.csv").read_text().splitlines()
@@ -183,6 +184,7 @@ def test_a_resume_over_logs_with_a_gap_says_which_iterations(tmp_path, cli):
     assert "warning" not in r.stdout and (run_dir / "gaps.txt").read_text().count("\n") == 1
 
 
+@pytest.mark.slow
 def test_a_resume_over_monitor_files_missing_games_names_their_iterations(tmp_path, cli):
     args, run_dir = trained(tmp_path, cli, 30)
     progress = rows(run_dir / "progress.csv")

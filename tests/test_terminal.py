@@ -17,6 +17,7 @@ import termios
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import cli_env, read_progress
 
@@ -51,6 +52,7 @@ def in_terminal(args: list[str], cwd: Path, interrupt_at: int | None = None, tim
     return out.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_with_the_saved_line_and_a_resume_keeps_the_clock(tmp_path, cli):
     args = ["train", *cli.TINY, "--checkpoint_dir", "ck", "--model_name", "run", "--env_steps", "100000"]
     first = in_terminal(args, tmp_path, interrupt_at=40)

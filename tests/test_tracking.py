@@ -58,6 +58,7 @@ def wandb_env():
     return {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 
+@pytest.mark.slow
 def test_track_offline_logs_scalars_and_config_and_resumes_the_same_run(tmp_path, cli):
     args = ["train", *TINY, "--checkpoint_dir", str(tmp_path), "--model_name", "t", "--track"]
     for steps in (2 * BATCH, 3 * BATCH):

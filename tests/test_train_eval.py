@@ -30,6 +30,7 @@ def runs(tmp_path_factory, cli):
     return root, with_eval.stdout
 
 
+@pytest.mark.slow
 def test_eval_scores_in_progress_csv_and_tensorboard(runs, cli):
     root, stdout = runs
     rows = cli.progress(root / "eval")
