@@ -74,7 +74,8 @@ class TrainState:
         return cls(
             model=state["model"],
             optimizer=state["optimizer"],
-            config=state["config"],
+            # Checkpoints before anneal_steps annealed over env_steps alone (anneal_steps 0).
+            config={"anneal_steps": 0, **state["config"]},
             counters=Counters(**state["counters"]),
             recent=state["recent"],
             generator=rng["generator"],

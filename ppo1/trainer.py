@@ -146,7 +146,7 @@ class Trainer:
         rank), or None if a stop signal came during collection (the partial batch is dropped)."""
         cfg, timer = self.cfg, self.timer
         timer.reset()
-        lrmult = lr_multiplier(self.counters.timesteps, cfg.env_steps, cfg.schedule)
+        lrmult = lr_multiplier(self.counters.timesteps, max(cfg.env_steps, cfg.anneal_steps), cfg.schedule)
         seg = self.rollout.collect(should_stop=self.stop_in_rollout)
         if seg is None:
             return None

@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from ppo1 import checkpoint
 from ppo1.checkpoint import Counters
 from ppo1.config import resolve
 from ppo1.distributed import Dist
@@ -96,6 +97,7 @@ def test_wallclock_preset_takes_eight_times_the_gradient_steps_on_the_large_netw
         "optim_batchsize",
         "model_type",
         "env_steps",
+        "anneal_steps",
     }
     for preset, steps, conv in (("ppo-paper", 12, [16, 32]), ("wallclock", 96, [32, 64, 64])):
         run = overrides(tmp_path / preset, preset=preset, num_envs=8, timesteps_per_actorbatch=128)
@@ -107,6 +109,36 @@ def test_wallclock_preset_takes_eight_times_the_gradient_steps_on_the_large_netw
         assert len(state) > 0 and {int(s["step"]) for s in state.values()} == {steps}
         convs = [w.shape[0] for k, w in saved["model"].items() if w.dim() == 4]
         assert convs == conv, convs
+
+
+def lrmults(run_dir, cli) -> list[float]:
+    return [float(r["lrmult"]) for r in cli.progress(run_dir)]
+
+
+def test_the_schedule_anneals_over_the_larger_of_env_steps_and_anneal_steps(tmp_path, cli):
+    """4 iterations of 64 steps: lrmult 1 - t / T before each, T = max(env_steps, anneal_steps)."""
+    for anneal, total in ((0, 256), (100, 256), (1024, 1024)):
+        run = overrides(tmp_path / str(anneal), env_steps=256, anneal_steps=anneal)
+        start(run)
+        assert lrmults(tmp_path / str(anneal) / "run", cli) == pytest.approx(
+            [1 - t / total for t in (0, 64, 128, 192)]
+        )
+
+
+def test_a_checkpoint_from_before_anneal_steps_resumes_on_its_own_schedule(tmp_path, cli):
+    """The wallclock preset anneals over 10M steps now; a run saved before the field existed annealed
+    over its env_steps, and a resume keeps that schedule instead of taking the preset's."""
+    run = overrides(tmp_path, preset="wallclock", env_steps=128)
+    start(run)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = load(tmp_path / "run")
+    assert state["config"]["anneal_steps"] == 10_000_000
+    del state["config"]["anneal_steps"]
+    checkpoint.save(path, {k: v for k, v in state.items() if k != "format_version"})
+    start({**run, "env_steps": 256})
+    # The resumed iterations anneal over 256 steps (on the preset's 10M they would be about 0.99997).
+    assert lrmults(tmp_path / "run", cli)[2:] == pytest.approx([0.5, 0.25])
+    assert load(tmp_path / "run")["config"]["anneal_steps"] == 0
 
 
 def test_finished_run_does_nothing_more(tmp_path, cli, capsys):
