@@ -1,6 +1,6 @@
 """Tables of runs from their monitor.csv and progress.csv, in Markdown: the last-100 real score at
 given agent steps (--at), or the agent steps and training time at which it first reached given
-scores (--reach).
+scores (--reach), with the run's training time and how many times it was resumed.
 
     python benchmarks/steps_table.py RUN_DIR [RUN_DIR ...] [--at 2e5,3.5e5,5e5] [-o table.md]
     python benchmarks/steps_table.py RUN_DIR [RUN_DIR ...] --reach=-15,0,18,20
@@ -32,9 +32,18 @@ from learning import last100_at, reached, read_monitor  # noqa: E402
 from ppo1.errors import ConfigError  # noqa: E402
 
 
-def total_steps(run: Path) -> int:
+def total_steps(run: Path) -> tuple[int, float]:
+    """Agent steps and seconds trained at the last progress.csv row."""
     with (run / "progress.csv").open() as f:
-        return int(float(list(csv.DictReader(f))[-1]["TimestepsSoFar"]))
+        last = list(csv.DictReader(f))[-1]
+    return int(float(last["TimestepsSoFar"])), float(last["TimeElapsed"])
+
+
+def resumes_cell(run: Path) -> str:
+    """How many times the run was resumed (config.json; runs before it was recorded: unknown)."""
+    path = run / "config.json"
+    n = json.loads(path.read_text()).get("resumes") if path.exists() else None
+    return "" if n is None else str(n)
 
 
 def eval_cell(run: Path) -> str:
@@ -65,18 +74,19 @@ def main() -> None:
             p.exit(2, f"steps_table.py: {run} is not a run folder (no monitor.csv)\n")
     if args.reach:
         scores = [float(a) for a in args.reach.split(",")]
-        head = [f"to {s:+g}" for s in scores] + ["eval (final)"]
+        head = ["trained", "resumes"] + [f"to {s:+g}" for s in scores] + ["eval (final)"]
     else:
         steps = [int(float(a)) for a in args.at.split(",")]
         head = [f"{s / 1e6:g}M" for s in steps]
     lines = ["| run | steps reached | " + " | ".join(head) + " |", "|---" * (len(head) + 2) + "|"]
     for run in args.run_dirs:
         try:
-            games, total = read_monitor(run), total_steps(run)
+            games, (total, seconds) = read_monitor(run), total_steps(run)
         except ConfigError as e:
             p.exit(2, f"steps_table.py: {e}\n")
         if args.reach:
-            cells = [reach_cell(games, s, total) for s in scores] + [eval_cell(run)]
+            cells = [f"{seconds / 60:.0f} min", resumes_cell(run)]
+            cells += [reach_cell(games, s, total) for s in scores] + [eval_cell(run)]
         else:
             cells = [last100_at(games, s, total) for s in steps]
             cells = ["" if c is None else f"{c:+.1f}" for c in cells]

@@ -22,12 +22,14 @@ AGENT_HINT = "pick another run (--model_name, --checkpoint_dir) or retrain it wi
 
 @dataclass
 class Counters:
-    """Where a run is: agent steps (over all ranks), iterations, games ended, seconds trained."""
+    """Where a run is: agent steps (over all ranks), iterations, games ended, seconds trained, and
+    how many times it was resumed from its checkpoint."""
 
     timesteps: int = 0
     iterations: int = 0
     episodes: int = 0
     elapsed: float = 0.0
+    resumes: int = 0
 
 
 @dataclass

@@ -106,7 +106,8 @@ def prepare(
     drop_rows_after(cfg.run_dir, c.timesteps, c.elapsed)
     if resume is not None:
         report_gaps(cfg.run_dir, c)
-    record = dict(cfg.to_dict(), model_name=cfg.run_name, device=device.type)
+        c.resumes += 1
+    record = dict(cfg.to_dict(), model_name=cfg.run_name, device=device.type, resumes=c.resumes)
     record.update(torch_threads=cfg.torch_threads or default_threads())
     record.update(env_threads=cfg.env_threads or min(cfg.num_envs, default_threads()))
     (cfg.run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n")  # what it runs with
@@ -191,7 +192,7 @@ def load_resume(cfg: Config, overrides: dict, world_size: int) -> tuple[Config, 
         changed.append(f"world size: {resume.world_size} -> {world_size}")
     c = resume.counters
     print(
-        f"resuming {path} at step {c.timesteps} (iteration {c.iterations})"
+        f"resuming {path} at step {c.timesteps} (iteration {c.iterations}, resume {c.resumes + 1})"
         + (f"; changed: {', '.join(changed)}" if changed else ""),
         flush=True,
     )

@@ -26,7 +26,9 @@ FLAGS = [
     "--torch_threads", "1", "--env_threads", "1", "--device", "cpu", "--dist_timeout", "20",
 ]  # fmt: skip
 BATCH = 64  # agent steps per rank and iteration with FLAGS
-RESUMING = re.compile(r"^resuming \S+ at step (\d+) \(iteration (\d+)\)(?:; changed: (.*))?$", re.M)
+RESUMING = re.compile(
+    r"^resuming \S+ at step (\d+) \(iteration (\d+), resume \d+\)(?:; changed: (.*))?$", re.M
+)
 
 
 def free_port() -> int:

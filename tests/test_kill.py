@@ -16,7 +16,7 @@ GAME = "BreakoutNoFrameskip-v4"  # random play ends Breakout games in ~100-400 s
 # The run's length: long enough that the kills below never finish it. Iterations take about 0.1 s
 # here, so three start-up kills of up to 6 s each can run through 100 of them on a fast machine.
 ITERATIONS = 240
-RESUMING = re.compile(r"resuming \S+ at step (\d+) \(iteration (\d+)\)")
+RESUMING = re.compile(r"resuming \S+ at step (\d+) \(iteration (\d+), resume \d+\)")
 # Where each kill lands (shuffled with a fixed seed):
 # start-up: a random time after launch (importing, loading the checkpoint, dropping rows, first steps);
 # mid save: as soon as the checkpoint's temporary file appears (torch.save or fsync in progress);

@@ -114,6 +114,9 @@ def test_steps_table_reads_the_real_counter_and_fails_on_a_game_without_its_iter
     r = subprocess.run([*table, "--at", "4.95e4"], capture_output=True, text=True, env=cli_env())
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[2] == f"| {resumed} | 80,000 | -0.4 |"
+    (resumed / "config.json").write_text('{"resumes": 1}')
+    r = subprocess.run([*table, "--reach=0"], capture_output=True, text=True, env=cli_env())
+    assert r.stdout.splitlines()[2] == f"| {resumed} | 80,000 | 13 min | 1 | 0.05M (8 min) |  |"
     with (resumed / "monitor.csv").open("a") as f:
         f.write("21.0,350,455.5\n")  # logged at a time no iteration ended
     r = subprocess.run([*table, "--reach=0"], capture_output=True, text=True, env=cli_env())

@@ -84,7 +84,9 @@ def test_one_iteration_counts_logs_and_saves(tmp_path, cli):
     assert float(logged["TimestepsSoFar"]) == 256
     assert float(logged["vf_loss"]) == pytest.approx(row["vf_loss"])
     saved = load(cfg.run_dir)["counters"]  # save_interval 1: saved after this iteration
-    assert saved == dict(timesteps=256, iterations=1, episodes=len(games), elapsed=run.counters.elapsed)
+    assert saved == dict(
+        timesteps=256, iterations=1, episodes=len(games), elapsed=run.counters.elapsed, resumes=0
+    )
 
 
 def test_wallclock_preset_takes_eight_times_the_gradient_steps_on_the_large_network(tmp_path):
@@ -139,6 +141,18 @@ def test_a_checkpoint_from_before_anneal_steps_resumes_on_its_own_schedule(tmp_p
     # The resumed iterations anneal over 256 steps (on the preset's 10M they would be about 0.99997).
     assert lrmults(tmp_path / "run", cli)[2:] == pytest.approx([0.5, 0.25])
     assert load(tmp_path / "run")["config"]["anneal_steps"] == 0
+
+
+def test_a_run_counts_its_resumes(tmp_path, capsys):
+    """Each resume says which it is, and the count is kept in the checkpoint and config.json."""
+    run = overrides(tmp_path, env_steps=64)
+    start(run)
+    assert "resuming" not in capsys.readouterr().out
+    for n, steps in ((1, 128), (2, 192)):
+        start({**run, "env_steps": steps})
+        assert f"at step {steps - 64} (iteration {steps // 64 - 1}, resume {n});" in capsys.readouterr().out
+    assert load(tmp_path / "run")["counters"]["resumes"] == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["resumes"] == 2
 
 
 def test_finished_run_does_nothing_more(tmp_path, cli, capsys):
