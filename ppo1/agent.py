@@ -189,7 +189,7 @@ def _build_policy(cfg: Config, state: AgentState | None, path: Path, seed: int) 
     """The checkpoint's weights in the network of its config; no state: fresh weights from `seed`
     (the global torch RNG is left as it was)."""
     shape, actions, discrete = env_dims(parse_env_name(cfg.env_name), cfg.frame_stacking)
-    args = (cfg.model_type, shape, actions, discrete, cfg.hid_size, cfg.num_hid_layers, cfg.pi_gain)
+    args = (cfg.model_type, shape, actions, discrete, cfg.hid_size, cfg.num_hid_layers, cfg.pi_gain, cfg.init)
     if state is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

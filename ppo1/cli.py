@@ -38,8 +38,9 @@ class Parser(argparse.ArgumentParser):
 # train's flags under these headings, in this order; a test checks that every Config field has one.
 FLAG_GROUPS = {
     "environment": "env_name frame_stacking episode_life clip_rewards num_envs env_threads env_groups",
-    "PPO": "preset env_steps anneal_steps timesteps_per_actorbatch gamma lam epsilon ent_coef norm_adv "
-    "optim_epochs optim_stepsize optim_batchsize schedule model_type pi_gain hid_size num_hid_layers",
+    "PPO": "preset env_steps anneal_steps timesteps_per_actorbatch gamma lam epsilon ent_coef vf_coef "
+    "norm_adv norm_adv_per_minibatch clip_vloss max_grad_norm optim_epochs optim_stepsize optim_batchsize "
+    "schedule model_type pi_gain init hid_size num_hid_layers",
     "run and checkpoints": "seed model_name checkpoint_dir asset_dir save_interval device torch_threads",
     "logging and evaluation": "log_interval track wandb_project wandb_entity eval_interval eval_episodes "
     "capture_video",

@@ -38,10 +38,22 @@ class Config:
     epsilon: float = 0.1
     """PPO clip parameter, annealed to 0 with the linear schedule (CleanRL clip_coef, SB3 clip_range)."""
     ent_coef: float = 0.01
-    """Entropy bonus coefficient (CleanRL, SB3: ent_coef); the value loss coefficient is 1."""
+    """Entropy bonus coefficient (CleanRL, SB3: ent_coef)."""
+    vf_coef: float = 1.0
+    """Value loss coefficient on the mean squared error (baselines ppo1: 1). CleanRL's and baselines
+    ppo2's vf_coef 0.5 multiplies half the squared error: 0.25 here."""
     norm_adv: bool = True
     """Standardize each iteration's advantages to mean 0, std 1 (baselines; off: chainerrl's default).
     CleanRL norm_adv, SB3 normalize_advantage (both per minibatch; baselines per iteration)."""
+    norm_adv_per_minibatch: bool = False
+    """With norm_adv: standardize each minibatch's advantages instead of the iteration's (CleanRL, SB3,
+    baselines ppo2)."""
+    clip_vloss: bool = False
+    """Clip the value loss as baselines ppo2 and CleanRL (clip_vloss) do: the larger squared error of
+    the new value and of the old value moved at most the clip parameter (baselines ppo1: off)."""
+    max_grad_norm: float = 0.0
+    """Scale each gradient down to this global norm before the Adam step; 0: off (baselines ppo1;
+    CleanRL, SB3 and baselines ppo2: 0.5)."""
     optim_epochs: int = 3
     """Passes over each iteration's batch (CleanRL update_epochs, SB3 n_epochs)."""
     optim_stepsize: float = 2.5e-4
@@ -56,6 +68,9 @@ class Config:
     """Atari: small (the A3C network of the PPO paper) or large (Nature DQN); other envs: mlp."""
     pi_gain: float = 0.01
     """Atari: norm of each policy-head unit's initial weights (baselines cnn_policy normc: 0.01)."""
+    init: str = "normc"
+    """Atari: normc (baselines ppo1: Glorot-uniform convolutions, normc dense layers) or orthogonal
+    (baselines ppo2, CleanRL: gain sqrt 2, policy head pi_gain, value head 1)."""
     hid_size: int = 64
     """mlp: units per hidden layer (baselines run_mujoco: 64)."""
     num_hid_layers: int = 2
@@ -253,6 +268,7 @@ CHOICES = {  # of Config's fields
     "preset": tuple(PRESETS),
     "schedule": ("linear", "constant"),
     "model_type": ("small", "large", "mlp"),
+    "init": ("normc", "orthogonal"),
     "device": ("auto", "cpu", "cuda"),
 }
 
@@ -365,6 +381,14 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"--pi_gain must be in (0, 10], got {cfg.pi_gain}")
     if not 0.0 <= cfg.ent_coef < 1.0:
         raise ConfigError(f"--ent_coef must be in [0, 1), got {cfg.ent_coef}")
+    if not 0.0 < cfg.vf_coef <= 10.0:
+        raise ConfigError(f"--vf_coef must be in (0, 10], got {cfg.vf_coef}")
+    if not 0.0 <= cfg.max_grad_norm <= 1e6:
+        raise ConfigError(f"--max_grad_norm must be 0 (off) or positive, got {cfg.max_grad_norm}")
+    if cfg.init != "normc" and cfg.model_type == "mlp":
+        raise ConfigError(
+            f"--init {cfg.init} is for the Atari networks; the mlp starts as baselines' (normc)"
+        )
     if not 0.0 < cfg.optim_stepsize < 1.0:
         raise ConfigError(f"--optim_stepsize must be in (0, 1), got {cfg.optim_stepsize}")
     if cfg.env_groups > cfg.num_envs:

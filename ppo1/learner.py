@@ -31,9 +31,12 @@ def ppo_loss(
     returns: torch.Tensor,
     clip: float,
     ent_coef: float,
+    vf_coef: float = 1.0,
+    old_values: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped surrogate objective with entropy bonus and value loss, for one minibatch, where
-    pd is the current policy's action distribution (policy.dist)."""
+    pd is the current policy's action distribution (policy.dist). old_values: clip the value loss
+    as baselines ppo2 does (baselines ppo1 does not)."""
     log_ratio = pd.log_prob(actions) - old_log_probs
     ratio = torch.exp(log_ratio)  # pnew / pold
     surr1 = ratio * advantages
@@ -41,8 +44,12 @@ def ppo_loss(
     pol_surr = -torch.min(surr1, surr2).mean()  # PPO's pessimistic surrogate (L^CLIP)
     ent = pd.entropy().mean()
     pol_entpen = -ent_coef * ent
-    vf_loss = (values - returns).pow(2).mean()
-    total = pol_surr + pol_entpen + vf_loss
+    vf_losses = (values - returns).pow(2)
+    if old_values is not None:  # ppo2: the value may move at most `clip` from the collected one
+        clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+        vf_losses = torch.max(vf_losses, (clipped - returns).pow(2))
+    vf_loss = vf_losses.mean()
+    total = pol_surr + pol_entpen + vf_coef * vf_loss
     with torch.no_grad():
         # baselines logs KL(old || new) from the old network's logits; with one network we use
         # the unbiased estimator E[(r - 1) - log r] (Schulman, "Approximating KL divergence").
@@ -91,7 +98,9 @@ def update(
     obs = seg.obs.reshape(B, *seg.obs.shape[2:])
     actions, old_log_probs = seg.actions.reshape(B, *seg.actions.shape[2:]), seg.log_probs.reshape(B)
     advantages, returns = seg.advantages.reshape(B), seg.returns.reshape(B)
-    if cfg.norm_adv:
+    old_values = seg.values.reshape(B)
+    per_minibatch = cfg.norm_adv and cfg.norm_adv_per_minibatch  # ppo2, CleanRL, SB3
+    if cfg.norm_adv and not per_minibatch:
         advantages = standardize(advantages, *dist.moments(advantages))
 
     # The PPO paper's alpha anneals the clip too (Table 5); baselines' ppo1 did so from its first
@@ -108,13 +117,19 @@ def update(
         for start in range(0, B - minibatch_size + 1, minibatch_size):
             idx = perm[start : start + minibatch_size]
             pd, values = policy.dist(obs[idx])
-            batch = (actions[idx], old_log_probs[idx], advantages[idx], returns[idx])
-            loss, stats = ppo_loss(pd, values, *batch, clip, cfg.ent_coef)
+            adv = advantages[idx]
+            if per_minibatch:  # ppo2: population std, as numpy's
+                adv = standardize(adv, adv.mean(), adv.std(unbiased=False))
+            batch = (actions[idx], old_log_probs[idx], adv, returns[idx])
+            olds = old_values[idx] if cfg.clip_vloss else None
+            loss, stats = ppo_loss(pd, values, *batch, clip, cfg.ent_coef, cfg.vf_coef, olds)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if dist.active:
                 with timer("allreduce"):
                     dist.reduce_grads(params)
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             if epoch == cfg.optim_epochs - 1:  # log the last epoch's minibatch means
                 for k, v in stats.items():

@@ -60,15 +60,28 @@ def _dense(n_in: int, n_out: int, gain: float) -> nn.Linear:
     return layer
 
 
+def orthogonal_(layer: nn.Linear | nn.Conv2d, gain: float) -> None:
+    """baselines ppo2 / CleanRL layer_init: orthogonal weights of this gain, zero bias."""
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+
+
 class CnnPolicy(nn.Module):
     """Shared conv torso, categorical policy head (normc pi_gain, baselines 0.01) and value head
-    (normc 1.0).
+    (normc 1.0); init "orthogonal": baselines ppo2's instead.
 
     small: the A3C network (Mnih et al. 2016) that the PPO paper uses for Atari;
     large: the Nature DQN network (Mnih et al. 2015). Input: uint8 frames (B, stack, 84, 84).
     """
 
-    def __init__(self, in_channels: int, num_actions: int, kind: str = "small", pi_gain: float = 0.01):
+    def __init__(
+        self,
+        in_channels: int,
+        num_actions: int,
+        kind: str = "small",
+        pi_gain: float = 0.01,
+        init: str = "normc",
+    ):
         super().__init__()
         if kind == "small":
             convs = [nn.Conv2d(in_channels, 16, 8, 4), nn.Conv2d(16, 32, 4, 2)]
@@ -86,6 +99,11 @@ class CnnPolicy(nn.Module):
         self.torso = nn.Sequential(*layers, nn.Flatten(), _dense(flat, hidden, 1.0), nn.ReLU())
         self.logits = _dense(hidden, num_actions, pi_gain)
         self.value = _dense(hidden, 1, 1.0)
+        if init == "orthogonal":
+            for layer in [*convs, self.torso[-2]]:
+                orthogonal_(layer, math.sqrt(2))
+            orthogonal_(self.logits, pi_gain)
+            orthogonal_(self.value, 1.0)
         self.num_actions, self.in_channels = num_actions, in_channels
         # NHWC convolutions run faster on CPU (measured in benchmarks/throughput.py); same math.
         self.to(memory_format=torch.channels_last)
@@ -227,11 +245,12 @@ def make_policy(
     hid_size: int = 64,
     num_hid_layers: int = 2,
     pi_gain: float = 0.01,
+    init: str = "normc",
 ) -> CnnPolicy | MlpPolicy:
     """CnnPolicy (small/large) for Atari frames, MlpPolicy (mlp) for flat observations."""
     if model_type == "mlp":
         return MlpPolicy(observation_shape[0], num_actions, not discrete, hid_size, num_hid_layers)
-    return CnnPolicy(observation_shape[0], num_actions, model_type, pi_gain)
+    return CnnPolicy(observation_shape[0], num_actions, model_type, pi_gain, init)
 
 
 @torch.no_grad()

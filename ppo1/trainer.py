@@ -87,6 +87,7 @@ class Trainer:
             cfg.hid_size,
             cfg.num_hid_layers,
             cfg.pi_gain,
+            cfg.init,
         ).to(device)
         # baselines' pposgd_simple.learn also passes adam_epsilon=1e-5 to MpiAdam.
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)

@@ -108,6 +108,9 @@ NUMERIC = {
     "--eval_episodes": ("5x", "0"),
     "--pi_gain": ("wide", "0"),
     "--log_interval": ("ten", "0"),
+    "--anneal_steps": ("1e7x", "-1"),
+    "--vf_coef": ("half", "0"),
+    "--max_grad_norm": ("0.5.5", "-0.5"),
 }
 
 BAD_INPUT = {
@@ -125,6 +128,10 @@ BAD_INPUT = {
     "unknown v4 env": Case(["--env_name", "BrekoutNoFrameskip-v4"], "BreakoutNoFrameskip-v4"),
     "unknown v5 env": Case(["--env_name", "ALE/Pongg-v5"], "ALE/Pong-v5"),
     "bad model_type": Case(["--model_type", "huge"], "huge"),
+    "bad init": Case(["--init", "xavier"], "xavier"),
+    "orthogonal init for an mlp": Case(
+        ["--env_name", "CartPole-v1", "--model_type", "mlp", "--init", "orthogonal"], "--init orthogonal"
+    ),
     "bad preset": Case(["--preset", "atari-zoo"], "atari-zoo"),
     "model_name dotdot": Case(["--model_name", "../x"], "--model_name"),
     "model_name is dotdot": Case(["--model_name", ".."], "--model_name"),
@@ -320,7 +327,7 @@ def test_dashed_spellings_and_integer_forms():
 def test_every_config_field_has_a_flag():
     parser = build_parser()
     values = {"env_name": "Pong", "preset": "ppo-paper", "schedule": "constant"}
-    values |= {"model_type": "large", "device": "cpu", "model_name": "x"}
+    values |= {"model_type": "large", "device": "cpu", "model_name": "x", "init": "orthogonal"}
     for f in fields(Config):
         if f.type in ("bool", bool):
             assert getattr(parser.parse_args(["train", f"--no_{f.name}"]), f.name) is False

@@ -85,6 +85,10 @@ VALUES = {
     "env_name": st.sampled_from(ENV_NAMES) | WORDS,
     "preset": st.sampled_from(["ppo-paper", "baselines-ppo1", "classic", "mujoco", "atari-zoo"]) | WORDS,
     "env_steps": ints(1, 10**12),
+    "anneal_steps": ints(0, 10**12),
+    "vf_coef": floats(0.0, 20.0),
+    "max_grad_norm": floats(0.0, 1e7),
+    "init": st.sampled_from(["normc", "orthogonal", "xavier"]) | WORDS,
     "num_envs": ints(1, 3),
     "timesteps_per_actorbatch": ints(1, 64),
     "gamma": floats(0.0, 1.0),
@@ -118,6 +122,7 @@ VALUES = {
 }
 # --track is left out: it would start W&B runs (tests/test_tracking.py runs it offline).
 SWITCHES = ["frame_stacking", "episode_life", "clip_rewards", "capture_video", "norm_adv"]
+SWITCHES += ["norm_adv_per_minibatch", "clip_vloss"]
 
 
 @st.composite

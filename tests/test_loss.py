@@ -144,11 +144,9 @@ def test_explained_variance():
     assert math.isnan(explained_variance(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 3.0])))
 
 
-@pytest.mark.parametrize("norm_adv", [True, False])
-def test_norm_adv_off_keeps_the_raw_advantages(norm_adv):
-    """One epoch, one minibatch of the whole batch, a policy equal to the one that collected it
-    (ratio 1): the logged surrogate is -mean(A) of the advantages the update used, ~0 standardized,
-    -5 raw."""
+def one_update(**settings) -> tuple[dict, dict[str, torch.Tensor], list[float]]:
+    """update() on a batch of 4 steps x 2 envs collected by the policy itself (ratio 1), advantages of
+    mean exactly 5: the logged stats, the weights after, and the gradient norm at each Adam step."""
     from ppo1.learner import update
     from ppo1.policies import CnnPolicy
     from ppo1.rollout import Segment
@@ -166,10 +164,70 @@ def test_norm_adv_off_keeps_the_raw_advantages(norm_adv):
     zeros = torch.zeros(T, N)
     seg = Segment(obs, actions, log_probs, values.reshape(T, N), zeros, zeros, torch.zeros(N))
     seg.advantages, seg.returns = advantages, advantages + seg.values
-    cfg = Config(
-        optim_stepsize=1e-4, epsilon=0.1, ent_coef=0.0, optim_epochs=1, num_envs=N, optim_batchsize=T
-    )
-    cfg.norm_adv = norm_adv
-    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-4)
+    base = dict(optim_stepsize=1e-4, epsilon=0.1, ent_coef=0.0, optim_epochs=1, num_envs=N, optim_batchsize=T)
+    cfg = Config(**(base | settings))
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.optim_stepsize)
+    norms: list[float] = []
+    grads = lambda: torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None])  # noqa: E731
+    optimizer.register_step_pre_hook(lambda *_: norms.append(float(grads().norm())))
     stats = update(policy, optimizer, seg, cfg, 1.0, torch.Generator().manual_seed(0))
+    return stats, {k: v.clone() for k, v in policy.state_dict().items()}, norms
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("norm_adv", [True, False])
+def test_norm_adv_off_keeps_the_raw_advantages(norm_adv):
+    """One epoch, one minibatch of the whole batch, a policy equal to the one that collected it
+    (ratio 1): the logged surrogate is -mean(A) of the advantages the update used, ~0 standardized,
+    -5 raw."""
+    stats, _, _ = one_update(norm_adv=norm_adv)
     assert stats["pol_surr"] == pytest.approx(0.0 if norm_adv else -5.0, abs=1e-5)
+
+
+def test_advantages_standardized_per_minibatch_as_ppo2():
+    """With one minibatch of the whole batch, per minibatch is per iteration: the same weights; with
+    minibatches of half of it, other weights."""
+    for batchsize, alike in ((4, True), (2, False)):
+        _, iteration, _ = one_update(optim_batchsize=batchsize)
+        _, minibatch, _ = one_update(optim_batchsize=batchsize, norm_adv_per_minibatch=True)
+        assert same(iteration, minibatch) == alike
+
+
+def test_max_grad_norm_caps_the_gradient_of_every_step():
+    _, _, free = one_update(optim_batchsize=1, optim_epochs=2)
+    _, _, capped = one_update(optim_batchsize=1, optim_epochs=2, max_grad_norm=0.01)
+    assert len(free) == len(capped) == 8 and min(free) > 0.02  # the cap has something to cut
+    assert max(capped) == pytest.approx(0.01, rel=1e-4)
+
+
+def test_clip_vloss_holds_the_value_near_the_collected_one():
+    """Returns 5 above the values and a large step: the value head moves past the clip (0.1) after
+    the first step, so the clipped loss of the second epoch (larger) and the weights differ; the
+    first step is the same (new values = old values)."""
+    run = dict(optim_stepsize=1e-3, optim_epochs=2)
+    plain, w_plain, n_plain = one_update(**run)
+    clipped, w_clipped, n_clipped = one_update(**run, clip_vloss=True)
+    assert n_plain[0] == pytest.approx(n_clipped[0], rel=1e-6)
+    assert clipped["vf_loss"] > plain["vf_loss"] and not same(w_plain, w_clipped)
+
+
+def test_vf_coef_and_ppo2_value_clipping_match_numpy():
+    """vf_coef scales the plain MSE; with old values the loss is baselines ppo2's clipped one:
+    mean(max((v - R)^2, (v_old + clip(v - v_old, -c, c) - R)^2))."""
+    logits, values, actions, old, adv, returns = random_batch(5)
+    old_values = values + np.random.default_rng(6).uniform(-0.5, 0.5, size=len(values))
+    base = numpy_reference(logits, values, actions, old, adv, returns, CLIP, ENT_COEF)
+    clipped = old_values + np.clip(values - old_values, -CLIP, CLIP)
+    vf = np.maximum((values - returns) ** 2, (clipped - returns) ** 2).mean()
+    assert vf > base["vf_loss"] + 0.01  # the clipped term wins often enough to matter
+    t = as_torch(logits, values, actions, old, adv, returns)
+    total, stats = ppo_loss(*t, CLIP, ENT_COEF, 0.25)
+    assert total.item() == pytest.approx(
+        base["pol_surr"] + base["pol_entpen"] + 0.25 * base["vf_loss"], rel=1e-10
+    )
+    total, stats = ppo_loss(*t, CLIP, ENT_COEF, 0.25, torch.tensor(old_values))
+    assert float(stats["vf_loss"]) == pytest.approx(vf, rel=1e-10)
+    assert total.item() == pytest.approx(base["pol_surr"] + base["pol_entpen"] + 0.25 * vf, rel=1e-10)

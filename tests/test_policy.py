@@ -59,6 +59,25 @@ def test_baselines_initialization(kind):
     assert logits.abs().max() < 0.1
 
 
+@pytest.mark.parametrize("kind", ["small", "large"])
+def test_orthogonal_initialization_is_baselines_ppo2s(kind):
+    """--init orthogonal: every layer's weight, flattened to (out, in), has orthogonal rows (or
+    columns, where it has more rows) scaled by its gain: sqrt 2 in the torso, pi_gain in the policy
+    head, 1 in the value head; zero biases."""
+    torch.manual_seed(1)
+    policy = CnnPolicy(4, 6, kind, pi_gain=0.01, init="orthogonal")
+    layers = [m for m in policy.torso if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    gains = [(m, math.sqrt(2)) for m in layers] + [(policy.logits, 0.01), (policy.value, 1.0)]
+    for layer, gain in gains:
+        w = layer.weight.reshape(layer.weight.shape[0], -1)
+        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+        torch.testing.assert_close(gram, gain**2 * torch.eye(gram.shape[0]), atol=1e-5, rtol=1e-4)
+        assert torch.count_nonzero(layer.bias) == 0
+    normc = CnnPolicy(4, 6, kind)
+    w = normc.torso[0].weight.reshape(normc.torso[0].weight.shape[0], -1)
+    assert not torch.allclose(w @ w.T, 2 * torch.eye(w.shape[0]), atol=1e-2)  # the default is not
+
+
 def test_uint8_input_is_scaled_to_unit_range():
     torch.manual_seed(2)
     policy = CnnPolicy(4, 6, "small")
