@@ -224,6 +224,13 @@ def add_agent_commands(sub) -> None:
     movie.add_argument("--gif", action="store_true", help="write a GIF instead of an MP4")
     movie.add_argument("--fps", type=_float, help="frames per second (default: 15, the game's speed)")
     movie.add_argument("--scale", type=_int, default=2, help="pixel scale of the 160x210 screen (default: 2)")
+    movie.add_argument(
+        "--max_frames",
+        type=_int,
+        default=0,
+        help="record only the first this many frames of each game, which is still played to its end "
+        "for the score in the file name (<...>-first<N>.<ext>); 0: the whole game (default: 0)",
+    )
 
     play = sub.add_parser(
         "play",
@@ -273,7 +280,7 @@ def run_agent_command(args: argparse.Namespace) -> int:
     from ppo1.video import run_movie, run_play
 
     if args.command == "movie":
-        return run_movie(opts, args.asset_dir, args.gif, args.fps, args.scale)
+        return run_movie(opts, args.asset_dir, args.gif, args.fps, args.scale, args.max_frames)
     return run_play(opts, args.fps)
 
 

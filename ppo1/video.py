@@ -73,10 +73,10 @@ class VideoWriter:
         self._gen.close()
 
 
-def movie_name(title: str, score: float, step: int, ext: str, game: int | None = None) -> str:
-    """<Game>-score-<score>-step-<step>[-game<n>].<ext>"""
+def movie_name(title: str, score: float, step: int, ext: str, game: int | None = None, first: int = 0) -> str:
+    """<Game>-score-<score>-step-<step>[-game<n>][-first<frames>].<ext>"""
     score_text = f"{score:g}" if float(score).is_integer() else f"{score:.1f}"
-    suffix = f"-game{game}" if game is not None else ""
+    suffix = (f"-game{game}" if game is not None else "") + (f"-first{first}" if first else "")
     return f"{title}-score-{score_text}-step-{step}{suffix}.{ext}"
 
 
@@ -125,13 +125,22 @@ def paced(steps: Iterator[Game], fps: float) -> Iterator[Game]:
 
 
 def record_game(
-    env: gym.Env, pick: ActionPicker, paths: list[Path], fps: float, scale: int, seed: int
+    env: gym.Env,
+    pick: ActionPicker,
+    paths: list[Path],
+    fps: float,
+    scale: int,
+    seed: int,
+    max_frames: int = 0,
 ) -> tuple[float, int, int]:
-    """Play one full game, writing a frame after the reset and after every agent step to each of
-    `paths` (MP4 or GIF by suffix) at once. Returns (score, agent steps, frames written)."""
+    """Play one full game, writing a frame after the reset and after every agent step (the first
+    max_frames of them; 0: all) to each of `paths` (MP4 or GIF by suffix) at once. Returns (score of
+    the whole game, agent steps, frames written)."""
     writers: list[VideoWriter] = []
     try:
         for game in play_game(env, pick, seed):
+            if max_frames and game.steps >= max_frames:
+                continue  # the excerpt is written; play on for the game's score
             frame = env.render()
             if game.steps == 0:  # after the reset: the first frame sets the size
                 writers = [VideoWriter(p, frame.shape[1], frame.shape[0], fps, scale=scale) for p in paths]
@@ -181,11 +190,15 @@ def _open(
     return agent, env, pick, fps
 
 
-def run_movie(opts: AgentOptions, asset_dir: str | None, gif: bool, fps: float | None, scale: int) -> int:
+def run_movie(
+    opts: AgentOptions, asset_dir: str | None, gif: bool, fps: float | None, scale: int, max_frames: int = 0
+) -> int:
     """`ppo1 movie`: one file per game in <asset_dir>/<agent name>/ (its run folder's, or its file's),
-    named after game, score, step."""
+    named after game, score, step (and the excerpt's length, with max_frames)."""
     if scale < 1 or scale > 8:
         raise ConfigError(f"--scale must be 1 to 8, got {scale}")
+    if max_frames < 0:
+        raise ConfigError(f"--max_frames must be 0 (the whole game) or more, got {max_frames}")
     require_ffmpeg()
     agent, env, pick, fps = _open(opts, fps, "rgb_array", "fps")
     out_dir = Path(asset_dir or agent.cfg.asset_dir) / agent.name
@@ -195,11 +208,12 @@ def run_movie(opts: AgentOptions, asset_dir: str | None, gif: bool, fps: float |
         for game in range(opts.episodes):
             # The name holds the score, known only at the end: write a hidden file, then rename.
             tmp = out_dir / f".{agent.spec.title}-recording-{os.getpid()}.{ext}"
-            score, steps, frames = record_game(env, pick, [tmp], fps, scale, opts.seed + game)
+            score, steps, frames = record_game(env, pick, [tmp], fps, scale, opts.seed + game, max_frames)
             if not tmp.exists():
                 raise ConfigError(f"ffmpeg wrote no {ext} file")
+            number = game + 1 if opts.episodes > 1 else None
             name = movie_name(
-                agent.spec.title, score, agent.step, ext, game + 1 if opts.episodes > 1 else None
+                agent.spec.title, score, agent.step, ext, number, max_frames if frames <= steps else 0
             )
             tmp.replace(out_dir / name)
             print(

@@ -107,7 +107,40 @@ def test_movie_without_checkpoint_writes_nothing(capsys, tmp_path):
     assert not assets.exists()
 
 
-@pytest.mark.parametrize("bad", [["--episodes", "0"], ["--protocol", "nope"], ["--scale", "0"]])
+def test_movie_max_frames_writes_the_start_of_the_same_game(tiny, tmp_path):
+    """--max_frames 40: the first 40 frames of the game the whole movie shows (the same seed), named
+    with the whole game's score and -first40; a limit longer than the game changes nothing."""
+    args = [
+        "movie",
+        "--checkpoint_dir",
+        str(tiny),
+        "--model_name",
+        "tiny",
+        "--gif",
+        "--scale",
+        "1",
+        "--seed",
+        "7",
+    ]
+    whole = WROTE.search(run_cli([*args, "--asset_dir", str(tmp_path / "whole")], cwd=tmp_path).stdout)
+    cut = WROTE.search(
+        run_cli([*args, "--asset_dir", str(tmp_path / "cut"), "--max_frames", "40"], cwd=tmp_path).stdout
+    )
+    assert whole and cut
+    assert (
+        cut.group(2, 3) == whole.group(2, 3) and int(cut.group(4)) == 40
+    )  # score and steps: the whole game's
+    assert Path(cut.group(1)).name == f"Pong-score-{whole.group(2)}-step-256-first40.gif"
+    frames, first = iio.imread(cut.group(1), index=None), iio.imread(whole.group(1), index=None)
+    assert frames.shape[0] == 40 and np.array_equal(frames, first[:40])
+    longer = ["--asset_dir", str(tmp_path / "longer"), "--max_frames", str(int(whole.group(4)) + 1)]
+    again = WROTE.search(run_cli([*args, *longer], cwd=tmp_path).stdout)
+    assert Path(again.group(1)).name == Path(whole.group(1)).name and again.group(4) == whole.group(4)
+
+
+@pytest.mark.parametrize(
+    "bad", [["--episodes", "0"], ["--protocol", "nope"], ["--scale", "0"], ["--max_frames", "-1"]]
+)
 def test_movie_bad_values(capsys, tiny, tmp_path, bad):
     assets = tmp_path / "assets"
     args = ["movie", "--checkpoint_dir", str(tiny), "--model_name", "tiny", "--asset_dir", str(assets)]
