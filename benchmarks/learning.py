@@ -76,7 +76,7 @@ def main() -> None:
     p.add_argument(
         "--max_steps",
         type=float,
-        help="stop each seed at this many agent steps (schedules still anneal over --env_steps)",
+        help="stop each seed at this many agent steps (schedules anneal as without it)",
     )
     p.add_argument(
         "--at",

@@ -271,7 +271,7 @@ def stop_after(
     seconds: float | None = None, steps: int | None = None, score: float | None = None
 ) -> StopWhen:
     """A stop condition for benchmarks: seconds of wall clock in this session, agent steps, or a
-    full last-100 window whose mean is at least score (the schedules still anneal over env_steps)."""
+    full last-100 window whose mean is at least score (the schedules anneal as without it)."""
 
     def stop_when(trainer: Trainer) -> bool:
         return bool(

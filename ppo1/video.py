@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ppo1.agent import ActionPicker, Agent, Policy, open_agent
-from ppo1.config import AgentOptions, Config
+from ppo1.config import AgentOptions, Config, at_least
 from ppo1.envs import EVAL_SEED, FRAME_SKIP, EnvSpec, parse_env_name, render_env
 from ppo1.errors import ConfigError
 from ppo1.policies import pick_device
@@ -197,8 +197,7 @@ def run_movie(
     named after game, score, step (and the excerpt's length, with max_frames)."""
     if scale < 1 or scale > 8:
         raise ConfigError(f"--scale must be 1 to 8, got {scale}")
-    if max_frames < 0:
-        raise ConfigError(f"--max_frames must be 0 (the whole game) or more, got {max_frames}")
+    at_least("max_frames", max_frames, 0)
     require_ffmpeg()
     agent, env, pick, fps = _open(opts, fps, "rgb_array", "fps")
     out_dir = Path(asset_dir or agent.cfg.asset_dir) / agent.name
