@@ -275,7 +275,9 @@ def plot_runs(
     if "monitor" in sources:
         ylabel += f" (mean of the last {smooth} games)"
     axes[0].set_ylabel(ylabel)
-    axes[0].legend(loc="best", fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    # Below both panels, so that long reference labels cover neither the curves nor the axis label.
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 2), fontsize="small")
     envs = sorted({c.env_id for c in curves if c.env_id})
     fig.suptitle(f"ppo1 learning curves{': ' + ', '.join(envs) if envs else ''}")
     if out is not None:
