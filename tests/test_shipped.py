@@ -16,7 +16,7 @@ AGENTS = Path(__file__).resolve().parents[1] / "agents"
 SHIPPED = {
     "PongNoFrameskip-v4-ppo-paper.pt": 10,  # an untrained network loses about 21-0, as random play does
     "PongNoFrameskip-v4-wallclock.pt": 10,
-    "BreakoutNoFrameskip-v4-wallclock.pt": 10,  # an untrained network scores about 1, as random play does
+    "BreakoutNoFrameskip-v4-wallclock.pt": 10,  # untrained networks score 2 in this game, the agent 123
     "MsPacmanNoFrameskip-v4-wallclock.pt": 500,  # untrained networks score 270 in this game, the agent 1270
 }
 
