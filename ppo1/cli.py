@@ -266,7 +266,13 @@ def add_plot_command(sub) -> None:
         "--reference",
         metavar="CSV",
         help="published points to draw beside the runs: a CSV with columns label,agent_steps,score "
-        "(benchmarks/references/pong.csv: CleanRL and the PPO paper on Pong)",
+        "(benchmarks/references/pong.csv: baselines ppo2, CleanRL and the PPO paper on Pong)",
+    )
+    plot.add_argument(
+        "--max_steps",
+        type=_float,
+        metavar="N",
+        help="draw up to N agent steps, e.g. 1.5e6 (default: all the runs and references reach)",
     )
 
 

@@ -230,10 +230,11 @@ def plot_runs(
     smooth: int = 100,
     spread="minmax",
     reference: Path | str | None = None,
+    max_steps: float | None = None,
 ):
     """Draw the curves of `run_dirs` in two panels (agent steps, frames), and the published points
-    of `reference` (see read_references); save to `out` if given. Returns the matplotlib Figure
-    (Agg canvas)."""
+    of `reference` (see read_references), up to `max_steps` agent steps if given; save to `out` if
+    given. Returns the matplotlib Figure (Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter
@@ -242,6 +243,8 @@ def plot_runs(
         raise ConfigError(f"--smooth must be at least 1, got {smooth}")
     if spread not in ("minmax", "std"):
         raise ConfigError(f"--spread must be minmax or std, got {spread!r}")
+    if max_steps is not None and not max_steps > 0:
+        raise ConfigError(f"--max_steps must be above 0, got {max_steps:g}")
     if not run_dirs:
         raise ConfigError("give at least one RUN_DIR")
     fig = Figure(figsize=(12, 4.8), layout="constrained")
@@ -270,6 +273,8 @@ def plot_runs(
         ax.set_xlabel(xlabel)
         ax.xaxis.set_major_formatter(EngFormatter())
         ax.grid(True, alpha=0.3)
+        if max_steps is not None:
+            ax.set_xlim(0, max_steps * scale)
     sources = {c.source for c in curves}
     ylabel = "game score"
     if "monitor" in sources:
@@ -288,6 +293,13 @@ def plot_runs(
 
 def run_plot(args) -> int:
     out = Path(args.output)
-    plot_runs(args.run_dirs, out, smooth=args.smooth, spread=args.spread, reference=args.reference)
+    plot_runs(
+        args.run_dirs,
+        out,
+        smooth=args.smooth,
+        spread=args.spread,
+        reference=args.reference,
+        max_steps=args.max_steps,
+    )
     print(f"wrote {out}", flush=True)
     return 0

@@ -206,6 +206,9 @@ def test_plot_errors_are_one_line_and_write_nothing(capsys, tmp_path):
     ok = str(tmp_path / "ok")
     assert "image format" in one_error_line(capsys, ["plot", ok, "-o", str(tmp_path / "c.xyz")])
     assert "--smooth" in one_error_line(capsys, ["plot", ok, "-o", str(out), "--smooth", "0"])
+    assert "--max_steps must be above 0" in one_error_line(
+        capsys, ["plot", ok, "-o", str(out), "--max_steps", "0"]
+    )
     assert not out.exists() and not (tmp_path / "c.xyz").exists()
 
 
@@ -242,3 +245,14 @@ def test_a_bad_reference_file_is_one_line_and_writes_nothing(capsys, tmp_path):
     bad.write_text("label,steps\n")
     assert "holds no points" in one_error_line(capsys, [*args, str(bad)])
     assert not out.exists()
+
+
+def test_max_steps_cuts_both_panels_at_the_same_agent_step(capsys, tmp_path):
+    write_run(tmp_path / "exp-seed1", 1)
+    ref = tmp_path / "ref.csv"
+    ref.write_text("label,agent_steps,score\nA,600000,-18\nA,10000000,20.7\n")
+    whole = plot_runs([tmp_path / "exp-seed1"], reference=ref)
+    assert whole.axes[0].get_xlim()[1] > 9e6  # the reference's 10M point widens the axis
+    steps_ax, frames_ax = plot_runs([tmp_path / "exp-seed1"], reference=ref, max_steps=1.5e6).axes[:2]
+    assert steps_ax.get_xlim() == (0, 1.5e6)
+    assert frames_ax.get_xlim() == (0, 6e6)  # 4 frames per agent step
