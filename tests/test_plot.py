@@ -247,7 +247,7 @@ def test_a_bad_reference_file_is_one_line_and_writes_nothing(capsys, tmp_path):
     assert not out.exists()
 
 
-def test_max_steps_cuts_both_panels_at_the_same_agent_step(capsys, tmp_path):
+def test_max_steps_cuts_both_panels_at_the_same_agent_step(tmp_path):
     write_run(tmp_path / "exp-seed1", 1)
     ref = tmp_path / "ref.csv"
     ref.write_text("label,agent_steps,score\nA,600000,-18\nA,10000000,20.7\n")
