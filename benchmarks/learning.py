@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ppo1.cli import add_config_flags  # noqa: E402
 from ppo1.config import resolve  # noqa: E402
-from ppo1.envs import FRAME_SKIP, parse_env_name  # noqa: E402
+from ppo1.envspec import FRAME_SKIP, parse_env_name  # noqa: E402
 from ppo1.errors import ConfigError  # noqa: E402
 from ppo1.launch import start  # noqa: E402
-from ppo1.plot import game_steps, read_monitors  # noqa: E402
+from ppo1.runfiles import game_steps, read_monitors  # noqa: E402
 from ppo1.trainer import stop_after  # noqa: E402
 
 
@@ -126,7 +126,7 @@ def main() -> None:
             steps=int(args.max_steps) if args.max_steps else None,
             score=args.target if args.stop_at_target else None,
         )
-        counters = start(run, fresh=args.fresh, stop_when=stop_when)
+        _, counters = start(run, fresh=args.fresh, stop_when=stop_when)
         try:
             games = read_monitor(args.out / name)
         except ConfigError as e:

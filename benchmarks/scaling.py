@@ -32,10 +32,11 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ppo1.cli import add_config_flags  # noqa: E402
-from ppo1.config import resolve  # noqa: E402
+from ppo1.config import Config, resolve  # noqa: E402
 from ppo1.distributed import Dist  # noqa: E402
 from ppo1.learner import ppo_loss  # noqa: E402
 from ppo1.policies import CnnPolicy  # noqa: E402
+from ppo1.rollout import Batch  # noqa: E402
 
 
 def run(ranks: int, envs: int, env_steps: int, extra: list[str], threads: int) -> dict:
@@ -80,7 +81,7 @@ def _split_worker(rank: int, port: int, model: str, mb: int, steps: int, out) ->
         if i == 3:  # after warm-up
             wait, comm, t_start = 0.0, 0.0, time.perf_counter()
         pd, values = policy.dist(obs)
-        loss, _ = ppo_loss(pd, values, actions, zeros, adv, zeros, 0.1, 0.01)
+        loss, _ = ppo_loss(pd, values, Batch(obs, actions, zeros, zeros, adv, zeros), 0.1, Config())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         t0 = time.perf_counter()

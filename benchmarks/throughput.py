@@ -4,7 +4,8 @@
 
 Measures, in one run: env-only steps/s (random actions, the training backend), inference
 samples/s at batch num_envs, training samples/s at the configured minibatch (forward, backward,
-Adam step), the serial bound 1 / (1/env + 1/inference + epochs/training), the real training
+Adam step), the bare network's rate at that minibatch (its torso alone: the limit the training step
+is held against), the serial bound 1 / (1/env + 1/inference + epochs/training), the real training
 loop's steps/s over whole iterations after one warm-up iteration with its time split, and the
 peak resident memory.
 
@@ -16,7 +17,7 @@ faster of the two for each phase; the loop runs as `ppo1 train` does.
 from __future__ import annotations
 
 import argparse
-import csv
+import copy
 import json
 import os
 import platform
@@ -37,10 +38,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ppo1.config import resolve  # noqa: E402
-from ppo1.envs import VecEnv, default_threads, parse_env_name  # noqa: E402
+from ppo1.device import default_threads, pick_device, torch_threads  # noqa: E402
+from ppo1.envs import VecEnv  # noqa: E402
+from ppo1.envspec import parse_env_name  # noqa: E402
 from ppo1.launch import start  # noqa: E402
 from ppo1.learner import ppo_loss  # noqa: E402
-from ppo1.policies import CnnPolicy, pick_device  # noqa: E402
+from ppo1.policies import make_policy  # noqa: E402
+from ppo1.rollout import Batch  # noqa: E402
+from ppo1.runfiles import read_progress  # noqa: E402
 from ppo1.trainer import stop_after  # noqa: E402
 
 
@@ -80,10 +85,27 @@ def measure_env(cfg, seconds: float) -> float:
     return sps
 
 
-def measure_network(cfg, seconds: float, num_actions: int, in_channels: int) -> tuple[float, float]:
+def bare_network_rate(policy, obs: torch.Tensor, seconds: float, sync) -> float:
+    """The limit for this network at this batch: its convolutions and hidden layer alone (a copy of
+    the torso, channels_last), on frames already scaled to floats, forward + backward + Adam step;
+    no heads, no distribution, no loss beyond a mean."""
+    torso = copy.deepcopy(policy.torso)
+    optimizer = torch.optim.Adam(torso.parameters(), lr=1e-4, eps=1e-5)
+    x = (obs.float() / 255.0).contiguous(memory_format=torch.channels_last)
+
+    def step():
+        loss = torso(x).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return rate(step, len(obs), seconds, sync=sync)
+
+
+def measure_network(cfg, seconds: float, num_actions: int, in_channels: int) -> tuple[float, float, float]:
     device = pick_device(cfg.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    policy = CnnPolicy(in_channels, num_actions, cfg.model_type).to(device)
+    policy = make_policy(cfg, (in_channels, 84, 84), num_actions, True).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)
     frames = torch.randint(0, 256, (cfg.num_envs, in_channels, 84, 84), dtype=torch.uint8)
     # As in the rollout: the frames come from the emulators on the CPU, the actions go back there.
@@ -93,21 +115,23 @@ def measure_network(cfg, seconds: float, num_actions: int, in_channels: int) -> 
     actions = torch.randint(0, num_actions, (mb,), device=device)
     zeros, adv = torch.zeros(mb, device=device), torch.randn(mb, device=device)
 
+    batch = Batch(obs, actions, zeros, zeros, adv, zeros)
+
     def train_step():
-        pd, values = policy.dist(obs)
-        loss, _ = ppo_loss(pd, values, actions, zeros, adv, zeros, cfg.epsilon, cfg.ent_coef)
+        pd, values = policy.dist(batch.obs)
+        loss, _ = ppo_loss(pd, values, batch, cfg.epsilon, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    return inference, rate(train_step, mb, seconds, sync=sync)
+    return inference, rate(train_step, mb, seconds, sync=sync), bare_network_rate(policy, obs, seconds, sync)
 
 
 def measure_loop(overrides: dict, seconds: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {**overrides, "checkpoint_dir": tmp, "model_name": "bench", "save_interval": 10**9}
         start(overrides, fresh=True, stop_when=stop_after(seconds=seconds))
-        rows = list(csv.DictReader((Path(tmp) / "bench" / "progress.csv").open()))
+        rows = read_progress(Path(tmp) / "bench")
     if len(rows) < 3:
         raise SystemExit(f"only {len(rows)} iterations ran; give more --seconds")
     rows = rows[1:]  # the first iteration is warm-up
@@ -121,12 +145,17 @@ def measure_loop(overrides: dict, seconds: float) -> dict:
 
 
 def measure_phases(cfg, seconds: float) -> dict:
-    torch.set_num_threads(cfg.torch_threads or default_threads())
+    torch.set_num_threads(torch_threads(cfg.torch_threads))
     in_channels = 4 if cfg.frame_stacking else 1
     num_actions = VecEnv(parse_env_name(cfg.env_name), 1, seed=0).num_actions
     env_sps = measure_env(cfg, seconds)
-    inference_sps, update_sps = measure_network(cfg, seconds, num_actions, in_channels)
-    return {"env_sps": env_sps, "inference_sps": inference_sps, "update_sps": update_sps}
+    inference_sps, update_sps, bare_sps = measure_network(cfg, seconds, num_actions, in_channels)
+    return {
+        "env_sps": env_sps,
+        "inference_sps": inference_sps,
+        "update_sps": update_sps,
+        "bare_network_sps": bare_sps,
+    }
 
 
 def phases_by_policy(argv: list[str]) -> dict[str, dict]:
@@ -160,8 +189,9 @@ def main() -> None:
         args.phases_json.write_text(json.dumps(measure_phases(cfg, args.seconds)))
         return
     by_policy = phases_by_policy(sys.argv[1:])
-    env_sps, inference_sps, update_sps = (
-        max(p[k] for p in by_policy.values()) for k in ("env_sps", "inference_sps", "update_sps")
+    env_sps, inference_sps, update_sps, bare_sps = (
+        max(p[k] for p in by_policy.values())
+        for k in ("env_sps", "inference_sps", "update_sps", "bare_network_sps")
     )
     bound = 1.0 / (1.0 / env_sps + 1.0 / inference_sps + cfg.optim_epochs / update_sps)
     loop = measure_loop(overrides, max(3 * args.seconds, 20.0))
@@ -169,6 +199,8 @@ def main() -> None:
         "env_sps": env_sps,
         "inference_sps": inference_sps,
         "update_sps": update_sps,
+        "bare_network_sps": bare_sps,
+        "update_vs_bare_network": update_sps / bare_sps,
         "serial_bound_sps": bound,
         "phases_by_omp_wait_policy": by_policy,
         "omp_wait_policy_of_loop": os.environ.get("OMP_WAIT_POLICY"),
@@ -191,7 +223,11 @@ def main() -> None:
     lines = [
         ("env only (random actions)", f"{env_sps:,.0f} steps/s"),
         (f"inference, batch {cfg.num_envs}", f"{inference_sps:,.0f} samples/s"),
-        (f"training, minibatch {cfg.minibatch_size}", f"{update_sps:,.0f} samples/s"),
+        (f"bare network, minibatch {cfg.minibatch_size}", f"{bare_sps:,.0f} samples/s"),
+        (
+            f"training, minibatch {cfg.minibatch_size}",
+            f"{update_sps:,.0f} samples/s ({100 * update_sps / bare_sps:.0f}% of the bare network)",
+        ),
         (f"serial bound ({cfg.optim_epochs} epochs)", f"{bound:,.0f} steps/s"),
         (
             "real training loop",

@@ -6,7 +6,6 @@ agent acts), built once from the command line; `open_agent()` checks it and load
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,21 +13,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ppo1.checkpoint import CHECKPOINT, AgentState, save
-from ppo1.config import AgentOptions, Config, resolve
-from ppo1.envs import (
-    EnvSpec,
-    default_protocol,
-    default_threads,
-    describe_protocol,
-    env_dims,
-    parse_env_name,
-    render_env,
-)
+from ppo1 import runfiles
+from ppo1.checkpoint import AGENT_HINT, CHECKPOINT, FILE_HINT, AgentState, save
+from ppo1.config import Config, resolve
+from ppo1.device import pick_device
+from ppo1.envs import check_env, env_dims, render_env
+from ppo1.envspec import EnvSpec, default_protocol, describe_protocol, parse_env_name
 from ppo1.errors import ConfigError, first_line
-from ppo1.policies import CnnPolicy, MlpPolicy, make_policy, pick_device, sample
-
-Policy = CnnPolicy | MlpPolicy
+from ppo1.policies import Policy, make_policy, sample
 
 
 @dataclass
@@ -95,22 +87,6 @@ class Agent:
         return "; ".join([game, f"protocol {describe_protocol(protocol)}", *details])
 
 
-def open_agent(opts: AgentOptions) -> Agent:
-    """Check the shared flags, set torch's threads, then load the agent."""
-    opts.check()
-    torch.set_num_threads(opts.torch_threads or default_threads())
-    return load_agent(
-        env_name=opts.env_name,
-        checkpoint_dir=opts.checkpoint_dir,
-        model_name=opts.model_name,
-        preset=opts.preset,
-        allow_random=opts.allow_random,
-        seed=opts.seed,
-        device=opts.device,
-        checkpoint=opts.checkpoint,
-    )
-
-
 def load_agent(
     *,
     env_name: str | None = None,
@@ -139,7 +115,7 @@ def load_agent(
     if saved is not None:
         trained = parse_env_name(saved["env_name"])
         if env_name is not None and parse_env_name(env_name).game != trained.game:
-            where = path if state is not None else cfg.run_dir / "config.json"
+            where = path if state is not None else cfg.run_dir / runfiles.CONFIG
             raise ConfigError(
                 f"{where} is a {trained.title} agent ({saved['env_name']}), "
                 f"but --env_name {env_name} is {parse_env_name(env_name).title}"
@@ -160,41 +136,29 @@ def _read_run(path: Path, allow_random: bool, explicit: bool) -> tuple[AgentStat
     config.json beside it, if any) with allow_random, else ConfigError. explicit: a file the user
     named, which must exist."""
     if path.is_file():
-        state = AgentState.load(path)
+        state = AgentState.load(path, FILE_HINT if explicit else AGENT_HINT)
         return state, state.config
     if explicit:
         raise ConfigError(f"no checkpoint file {path}")
     if allow_random:
-        return None, _read_config_json(path.parent)
+        return None, runfiles.read_config(path.parent)
     raise ConfigError(
         f"no checkpoint in {path.parent} (no {CHECKPOINT}): train one with `ppo1 train`, "
         "or pass --allow_random to run an untrained policy"
     )
 
 
-def _read_config_json(run_dir: Path) -> dict | None:
-    path = run_dir / "config.json"
-    if not path.exists():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read {path}: {e}") from None
-    if not isinstance(saved, dict) or "env_name" not in saved:
-        raise ConfigError(f"{path} is not a ppo1 config")
-    return saved
-
-
 def _build_policy(cfg: Config, state: AgentState | None, path: Path, seed: int) -> Policy:
     """The checkpoint's weights in the network of its config; no state: fresh weights from `seed`
     (the global torch RNG is left as it was)."""
-    shape, actions, discrete = env_dims(parse_env_name(cfg.env_name), cfg.frame_stacking)
-    args = (cfg.model_type, shape, actions, discrete, cfg.hid_size, cfg.num_hid_layers, cfg.pi_gain, cfg.init)
+    spec = parse_env_name(cfg.env_name)
+    check_env(spec)
+    shape, actions, discrete = env_dims(spec, cfg.frame_stacking)
     if state is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return make_policy(*args)
-    policy = make_policy(*args[:2], state.num_actions or actions, *args[3:])
+            return make_policy(cfg, shape, actions, discrete)
+    policy = make_policy(cfg, shape, state.num_actions or actions, discrete)
     try:
         policy.load_state_dict(state.model)
     except (RuntimeError, KeyError) as e:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ppo1.agent import Agent, load_agent
 from ppo1.checkpoint import CHECKPOINT
-from ppo1.config import Config, resolve
+from ppo1.config import Config
 from ppo1.errors import ConfigError
 from ppo1.evaluate import evaluate
 from ppo1.launch import start
@@ -35,8 +35,8 @@ def train(config: Config | None = None, *, fresh: bool = False, **settings) -> A
     defaults = Config().to_dict()
     given = {k: v for k, v in (config.to_dict() if config is not None else {}).items() if v != defaults[k]}
     overrides = {**given, **settings}
-    start(overrides, fresh=fresh)
-    return load(resolve(overrides).run_dir)
+    cfg, _ = start(overrides, fresh=fresh)
+    return load(cfg.run_dir)
 
 
 def load(path: str | Path, *, seed: int = 0, device: str = "cpu") -> Agent:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,13 +9,21 @@ from typing import Any
 
 import torch
 
+from ppo1.config import Config
+from ppo1.envs import env_dims
+from ppo1.envspec import parse_env_name
 from ppo1.errors import ConfigError, SaveError, first_line
+from ppo1.runfiles import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT_VERSION = 1
 # What to do about a checkpoint that cannot be used, for `ppo1 train` and for the agent commands.
 TRAIN_HINT = "move it aside or use --fresh"
 AGENT_HINT = "pick another run (--model_name, --checkpoint_dir) or retrain it with `ppo1 train --fresh`"
+FILE_HINT = (
+    "give a checkpoint.pt that `ppo1 train` wrote or an agent file that Agent.save wrote "
+    "(e.g. agents/PongNoFrameskip-v4-wallclock.pt)"
+)
 
 
 @dataclass
@@ -119,25 +125,13 @@ def load_state(path: Path, hint: str = "") -> TrainState:
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over the old one."""
+    """Atomically (runfiles.atomic_write, synced to the disk): a kill mid-save leaves the previous
+    checkpoint as it was."""
     state = {"format_version": FORMAT_VERSION, **state}
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise SaveError(f"cannot write checkpoint {path}: {e.strerror}") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give it the usual file mode
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if not isinstance(e, Exception):
-            raise  # Ctrl-C and friends
+        with atomic_write(path, fsync=True) as f:
+            torch.save(state, f.tmp)
+    except Exception as e:
         while e.__context__ is not None and not isinstance(e, OSError):
             e = e.__context__  # torch wraps the OS error (disk full, EFBIG) in a RuntimeError
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:120]
@@ -147,6 +141,9 @@ def save(path: Path, state: dict[str, Any]) -> None:
 def load(path: Path, hint: str = TRAIN_HINT) -> dict[str, Any]:
     """weights_only loading: a checkpoint someone sent you cannot run code. hint: what to do about a
     file that cannot be used, for the error message."""
+    other = what_else(path)
+    if other:
+        raise ConfigError(f"{path} is {other}, not a ppo1 checkpoint; {hint}")
     try:
         check_crc(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -163,6 +160,28 @@ def load(path: Path, hint: str = TRAIN_HINT) -> dict[str, Any]:
     return state
 
 
+def what_else(path: Path) -> str | None:
+    """What a file is if it is plainly no torch.save file (empty, text, another zip, other bytes);
+    None where torch.load must tell (a torch zip, maybe cut short or damaged, or a legacy pickle)."""
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):  # a zip: torch.save's, or another archive
+        if not zipfile.is_zipfile(path):
+            return None  # cut short: torch.load names what is missing
+        with zipfile.ZipFile(path) as z:
+            torch_zip = any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist())
+        return None if torch_zip else "a zip archive that torch.save did not write"
+    if head.startswith(b"\x80"):  # a pickle (torch.save's legacy format): torch.load decides
+        return None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a file of other bytes"
+    return "a text file"
+
+
 def check_crc(path: Path) -> None:
     """torch.load does not check the CRC-32 that torch.save stores for each record of the zip, so
     a checkpoint with damaged weights would load: check them here."""
@@ -174,14 +193,15 @@ def check_crc(path: Path) -> None:
         raise ValueError(f"{bad} fails its CRC check: the file is damaged")
 
 
-def check_compatible(saved: dict, wanted: dict, path: Path) -> None:
-    """Refuse a checkpoint of another game, network or observation shape, naming the mismatch."""
-    from ppo1.envs import parse_env_name
-
+def check_compatible(state: TrainState, cfg: Config, path: Path) -> None:
+    """Refuse to resume a checkpoint of another game, network, observation shape or action count
+    under cfg, naming the mismatch."""
+    saved, spec = state.config, parse_env_name(cfg.env_name)
     pairs = {
-        "game": [parse_env_name(c["env_name"]).title for c in (saved, wanted)],
-        "--model_type": [saved["model_type"], wanted["model_type"]],
-        "frame stacking": [saved["frame_stacking"], wanted["frame_stacking"]],
+        "game": [parse_env_name(saved["env_name"]).title, spec.title],
+        "--model_type": [saved["model_type"], cfg.model_type],
+        "frame stacking": [saved["frame_stacking"], cfg.frame_stacking],
+        "actions": [state.num_actions, env_dims(spec, cfg.frame_stacking)[1]],
     }
     for what, (a, b) in pairs.items():
         if a != b:

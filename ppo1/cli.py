@@ -1,14 +1,21 @@
-"""The ppo1 command: subcommands, flags from the Config dataclass, one-line errors (exit 2)."""
+"""The ppo1 command: subcommands, flags from the Config and AgentOptions dataclasses, one-line errors
+(exit 2). Building the parser loads neither torch nor ale-py; the handlers live in ppo1.commands."""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
+import inspect
 import os
 import sys
+import textwrap
 from dataclasses import MISSING, fields
 
-from ppo1.config import CHOICES, PRESETS, PROTOCOLS, AgentOptions, Config, field_docs
+from ppo1.config import CHOICES, PRESETS, Config
+from ppo1.envspec import PROTOCOLS
 from ppo1.errors import ConfigError, RankFailure, SaveError
+from ppo1.options import AgentOptions
 
 
 class UsageError(Exception):
@@ -16,7 +23,14 @@ class UsageError(Exception):
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Each flag once, as lucaslingle/ppo1 spells it (--env_name); --env-name works too, unlisted."""
+    """Each flag once, as lucaslingle/ppo1 spells it (--env_name); --env-name works too, unlisted.
+    Help starts in column 31, so that most flags and their help share a line."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=30)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)  # ppo-paper whole
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
         names = action.option_strings
@@ -46,6 +60,20 @@ FLAG_GROUPS = {
     "capture_video",
     "distributed (torchrun, mpirun)": "sync_check_interval dist_timeout",
 }
+
+
+def field_docs(record: type) -> dict[str, str]:
+    """Each field's docstring (the string literal under it) of a dataclass, for --help."""
+    tree = ast.parse(inspect.getsource(record))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
+            docs[node.target.id] = nxt.value.value
+    return docs
+
+
+METAVARS = {"int": "N", "float": "X", "str": "NAME"}
 
 
 def _int(text: str) -> int:
@@ -79,30 +107,47 @@ def _spellings(name: str) -> list[str]:
     return [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
 
 
+def _short(value) -> str:
+    """2000000 -> 2M, 100000 -> 100k, True -> on: values as --help shows them."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int) and value >= 10**5:
+        for size, suffix in ((10**6, "M"), (10**3, "k")):
+            if value % size == 0:
+                return f"{value // size}{suffix}"
+    return repr(value) if isinstance(value, str) else f"{value:g}"
+
+
 def _defaults(f) -> str:
-    """' (default: 0.99)', or each preset's value where presets differ: ' (wallclock: 2000000; ...)'."""
+    """' (default: 0.99)', or each preset's value where presets differ: ' (wallclock: 2M; ...)'."""
     if f.default in ("", MISSING):
         return ""
     values: dict[str, list[str]] = {}
     for preset, settings in PRESETS.items():
-        values.setdefault(repr(settings.get(f.name, f.default)), []).append(preset)
+        values.setdefault(_short(settings.get(f.name, f.default)), []).append(preset)
     if len(values) == 1:
         return f" (default: {next(iter(values))})"
     return " (" + "; ".join(f"{', '.join(presets)}: {v}" for v, presets in values.items()) + ")"
+
+
+def _summary(doc: str) -> str:
+    """A docstring's first sentence: --help's line for a field (the rest is in the README)."""
+    head, dot, _ = " ".join(doc.split()).partition(". ")
+    return head + ("." if dot else "")
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
     """One flag per Config field under its FLAG_GROUPS heading, help from the field's docstring;
     defaults stay None so we know which flags were given (they override the preset and a resumed
     run's config). Returns the groups by heading."""
-    docs = field_docs()
+    docs = field_docs(Config)
     by_name = {f.name: f for f in fields(Config)}
     groups = {}
     for title, names in FLAG_GROUPS.items():
         group = groups[title] = parser.add_argument_group(title)
         for name in names.split():
             f = by_name[name]
-            help_text = f"{docs.get(name, '')}{_defaults(f)}"
+            help_text = f"{_summary(docs.get(name, ''))}{_defaults(f)}"
             if f.type in ("bool", bool):
                 off = "" if f"--no_{name}" in help_text else f"; --no_{name} turns it off"
                 group.add_argument(
@@ -119,7 +164,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._Arg
                 type={"int": _int, "float": _float}.get(str(f.type), str),
                 default=None,
                 choices=CHOICES.get(name),
-                metavar=None if name in CHOICES else name.upper(),
+                metavar=None if name in CHOICES else METAVARS[str(f.type)],
                 help=help_text,
             )
     return groups
@@ -148,8 +193,6 @@ def build_parser() -> Parser:
 def _add_run_flags(parser: argparse.ArgumentParser, episodes: int) -> None:
     """The flags that find a run (as `ppo1 train` spells them) and play an agent's games: one per
     AgentOptions field, help from its docstring."""
-    from ppo1.agent import AgentOptions  # (a light import: torch is loaded by ppo1.policies later)
-
     docs = field_docs(AgentOptions)
     choices = {**CHOICES, "protocol": tuple(PROTOCOLS)}
     for f in fields(AgentOptions):
@@ -276,20 +319,6 @@ def add_plot_command(sub) -> None:
     )
 
 
-def run_agent_command(args: argparse.Namespace) -> int:
-    """evaluate, movie, play: the flags they share as one AgentOptions, the others as arguments."""
-    opts = AgentOptions(**{f.name: getattr(args, f.name) for f in fields(AgentOptions)})
-    if args.command == "evaluate":
-        from ppo1.evaluate import run_evaluate
-
-        return run_evaluate(opts, args.json, args.num_envs, args.env_threads, args.asset_dir)
-    from ppo1.video import run_movie, run_play
-
-    if args.command == "movie":
-        return run_movie(opts, args.asset_dir, args.gif, args.fps, args.scale, args.max_frames)
-    return run_play(opts, args.fps)
-
-
 def _elsewhere(parser: Parser, command: str, message: str) -> str:
     """An unknown flag that another command takes: say which (train --checkpoint: evaluate's)."""
     commands = parser._subparsers._group_actions[0].choices
@@ -311,18 +340,9 @@ def run(argv: list[str]) -> int:
     if args.command is None:
         commands = ", ".join(parser._subparsers._group_actions[0].choices)
         raise UsageError(f"choose a command: {commands} (ppo1 COMMAND --help for its flags)")
-    if args.command == "train":
-        overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "fresh")}
-        from ppo1.launch import start  # resolves the flags once, before anything is written
-
-        start(overrides, fresh=args.fresh)
-    elif args.command in ("evaluate", "movie", "play"):
-        return run_agent_command(args)
-    elif args.command == "plot":
-        from ppo1.plot import run_plot
-
-        return run_plot(args)
-    return 0
+    # The handlers load torch and ale-py: only now, so that --help and usage errors answer at once.
+    commands = importlib.import_module("ppo1.commands")
+    return getattr(commands, args.command)(args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,129 +1,123 @@
-"""The run configuration: one typed dataclass, named presets, validation, JSON save/load."""
+"""The run configuration: one typed dataclass, named presets, resolution (flags > saved config >
+preset) and validation. Light: the CLI's parser reads it without loading torch or ale-py."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
-import json
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from ppo1.envspec import parse_env_name
 from ppo1.errors import ConfigError
 
 
 @dataclass
 class Config:
     env_name: str = "PongNoFrameskip-v4"
-    """Atari game (PongNoFrameskip-v4, ALE/Pong-v5: sticky actions, Pong) or a gymnasium id (CartPole-v1)."""
+    """An Atari game or a gymnasium id. PongNoFrameskip-v4 and Pong: no sticky actions; ALE/Pong-v5:
+    sticky actions 0.25; CartPole-v1, HalfCheetah-v5: an MLP policy."""
     preset: str = ""
-    """Named defaults: wallclock, ppo-paper, baselines-ppo1, mujoco, classic; empty: by env (Atari:
-    wallclock, MuJoCo: mujoco, others: classic)."""
+    """Named defaults; empty: by env. Atari: wallclock, MuJoCo: mujoco, others: classic."""
     env_steps: int = 10_000_000
-    """Total agent steps over all envs and ranks (1 agent step = 4 frames); schedules anneal over it,
-    or over anneal_steps if that is larger (CleanRL, SB3: total_timesteps)."""
+    """Agent steps to train, over all envs and ranks (1 agent step = 4 frames). The schedules anneal
+    over it, or over anneal_steps if that is larger (CleanRL, SB3: total_timesteps)."""
     anneal_steps: int = 0
-    """Agent steps over which the linear schedule anneals the learning rate and clip parameter to 0:
-    the larger of this and env_steps (0: env_steps). A run shorter than it stops part way down."""
+    """Steps of the linear schedule, if more than env_steps. The learning rate and clip parameter reach
+    0 at the larger of this and env_steps (0: env_steps): a run shorter than it stops part way down."""
     num_envs: int = 8
-    """Environments stepped by each process, with one batched forward pass per step (CleanRL num_envs,
-    SB3 n_envs)."""
+    """Envs per process. One batched forward pass acts for all of them (CleanRL num_envs, SB3 n_envs)."""
     timesteps_per_actorbatch: int = 128
-    """Horizon: steps per env (actor) per iteration (CleanRL num_steps, SB3 n_steps)."""
+    """Horizon: steps per env per iteration. CleanRL num_steps, SB3 n_steps."""
     gamma: float = 0.99
     """Discount factor."""
     lam: float = 0.95
-    """GAE lambda (CleanRL, SB3: gae_lambda)."""
+    """GAE lambda. CleanRL, SB3: gae_lambda."""
     epsilon: float = 0.1
-    """PPO clip parameter, annealed to 0 with the linear schedule (CleanRL clip_coef, SB3 clip_range)."""
+    """PPO clip parameter, annealed with the learning rate. CleanRL clip_coef, SB3 clip_range."""
     ent_coef: float = 0.01
-    """Entropy bonus coefficient (CleanRL, SB3: ent_coef)."""
+    """Entropy bonus coefficient. CleanRL, SB3: ent_coef."""
     vf_coef: float = 1.0
-    """Value loss coefficient on the mean squared error (baselines ppo1: 1). CleanRL's and baselines
-    ppo2's vf_coef 0.5 multiplies half the squared error: 0.25 here."""
+    """Value loss coefficient (baselines ppo1: 1). It multiplies the mean squared error: CleanRL's and
+    baselines ppo2's vf_coef 0.5 multiplies half of it, 0.25 here."""
     norm_adv: bool = True
-    """Standardize each iteration's advantages to mean 0, std 1 (baselines; off: chainerrl's default).
-    CleanRL norm_adv, SB3 normalize_advantage (both per minibatch; baselines per iteration)."""
+    """Standardize advantages to mean 0, std 1. baselines: per iteration; off: chainerrl's default;
+    CleanRL norm_adv, SB3 normalize_advantage (both per minibatch)."""
     norm_adv_per_minibatch: bool = False
-    """With norm_adv: standardize each minibatch's advantages instead of the iteration's (CleanRL, SB3,
-    baselines ppo2)."""
+    """Standardize per minibatch, not per iteration. As CleanRL, SB3 and baselines ppo2 do."""
     clip_vloss: bool = False
-    """Clip the value loss as baselines ppo2 and CleanRL (clip_vloss) do: the larger squared error of
-    the new value and of the old value moved at most the clip parameter (baselines ppo1: off)."""
+    """Clip the value loss as baselines ppo2 does. The larger squared error of the new value and of the
+    old value moved at most the clip parameter (CleanRL clip_vloss; baselines ppo1: off)."""
     max_grad_norm: float = 0.0
-    """Scale each gradient down to this global norm before the Adam step; 0: off (baselines ppo1;
-    CleanRL, SB3 and baselines ppo2: 0.5)."""
+    """Clip the gradient's global norm; 0: off. baselines ppo1: off; CleanRL, SB3, baselines ppo2: 0.5."""
     optim_epochs: int = 3
-    """Passes over each iteration's batch (CleanRL update_epochs, SB3 n_epochs)."""
+    """Epochs per iteration. CleanRL update_epochs, SB3 n_epochs."""
     optim_stepsize: float = 2.5e-4
-    """Adam learning rate, annealed to 0 with the linear schedule (CleanRL, SB3: learning_rate)."""
+    """Adam learning rate, annealed by the schedule. CleanRL, SB3: learning_rate."""
     optim_batchsize: int = 32
-    """Minibatch size per actor: each gradient step uses num_envs x this many samples (SB3 batch_size
-    = num_envs x this; CleanRL num_minibatches = timesteps_per_actorbatch / this)."""
+    """Minibatch size per env. A gradient step uses num_envs x this many samples (SB3 batch_size =
+    num_envs x this; CleanRL num_minibatches = timesteps_per_actorbatch / this)."""
     schedule: str = "linear"
-    """linear: anneal learning rate and clip parameter to 0 (over env_steps, or anneal_steps if larger);
-    constant: keep them (CleanRL anneal_lr, which anneals the learning rate only)."""
+    """linear: anneal the learning rate and clip to 0; constant: keep them. Linear reaches 0 at env_steps,
+    or anneal_steps if larger (CleanRL anneal_lr anneals the learning rate only)."""
     model_type: str = "small"
-    """Atari: small (the A3C network of the PPO paper) or large (Nature DQN); other envs: mlp."""
+    """The network. Atari: small (the PPO paper's A3C network) or large (Nature DQN); other envs: mlp."""
     pi_gain: float = 0.01
-    """Atari: norm of each policy-head unit's initial weights (baselines cnn_policy normc: 0.01)."""
+    """Norm of the initial policy-head weights. Atari; baselines cnn_policy normc: 0.01."""
     init: str = "normc"
-    """Atari: normc (baselines ppo1: Glorot-uniform convolutions, normc dense layers) or orthogonal
-    (baselines ppo2, CleanRL: gain sqrt 2, policy head pi_gain, value head 1)."""
+    """Atari weight init. normc: baselines ppo1 (Glorot-uniform convolutions, normc dense layers);
+    orthogonal: baselines ppo2, CleanRL (gain sqrt 2, policy head pi_gain, value head 1)."""
     hid_size: int = 64
-    """mlp: units per hidden layer (baselines run_mujoco: 64)."""
+    """MLP units per hidden layer. baselines run_mujoco: 64."""
     num_hid_layers: int = 2
-    """mlp: hidden layers of the policy and of the value network (baselines run_mujoco: 2)."""
+    """MLP hidden layers. Of the policy and of the value network (baselines run_mujoco: 2)."""
     frame_stacking: bool = True
-    """Stack the last 4 frames (turn off with --no_frame_stacking, as baselines ppo1)."""
+    """Stack the last 4 frames. baselines ppo1 does not (--no_frame_stacking)."""
     episode_life: bool = True
-    """Training only: end the episode (not the game) on a life loss."""
+    """End the episode on a life loss, in training. The logged game goes on to the game over."""
     clip_rewards: bool = True
-    """Training only: sign-clip rewards; logged scores stay the real game score."""
+    """Sign-clip rewards, in training. The logged scores stay the real game score."""
     seed: int = 0
-    """Seed of torch and of the environments (env g, counted over all ranks, gets seed + 10000 g)."""
+    """Seed of torch and the envs. Env g, counted over all ranks, gets seed + 10000 g."""
     model_name: str = ""
-    """Run folder name under checkpoint_dir; empty means <Game>-<preset>."""
+    """Run folder name; empty: <Game>-<preset>. Under checkpoint_dir."""
     checkpoint_dir: str = "checkpoints"
-    """Folder holding the run folders."""
+    """Folder of the run folders."""
     asset_dir: str = "assets"
     """Folder for videos and GIFs."""
     save_interval: int = 10
-    """Write a checkpoint every this many iterations (and at the end and on interrupt)."""
+    """Checkpoint every this many iterations. Also at the end and on an interrupt."""
     log_interval: int = 10
-    """Print the iteration table every this many iterations; progress.csv, TensorBoard and --track get
-    every iteration."""
+    """Print the table every this many iterations. progress.csv, TensorBoard and --track get every
+    iteration."""
     track: bool = False
-    """Send every logged scalar, the config and the evaluation videos to Weights & Biases
-    (pip install -e '.[wandb]'; WANDB_MODE=offline works without a network)."""
+    """Log to Weights & Biases too. Every scalar, the config and the evaluation videos (pip install -e
+    '.[wandb]'; WANDB_MODE=offline works without a network)."""
     wandb_project: str = "ppo1"
     """--track: the W&B project."""
     wandb_entity: str = ""
-    """--track: the W&B entity (user or team); empty: your default."""
+    """--track: the W&B entity; empty: your default. A user or a team."""
     eval_interval: int = 0
-    """Every this many iterations play eval_episodes full games and log EvalRewMean; 0: never."""
+    """Evaluate every this many iterations; 0: never. eval_episodes full games, logged as EvalRewMean."""
     eval_episodes: int = 5
-    """Full games per evaluation during training (seeded seed + 10^8, the same games each time)."""
+    """Games per evaluation in training. Seeded seed + 10^8: the same games each time."""
     capture_video: bool = False
-    """With eval_interval: record one game per evaluation, MP4 in <run>/videos, GIF in TensorBoard."""
+    """Record one game per evaluation. MP4 in <run>/videos, GIF in TensorBoard (needs eval_interval)."""
     device: str = "auto"
-    """auto (cuda if available), cpu or cuda."""
+    """auto: cuda where available."""
     torch_threads: int = 0
-    """Torch intra-op threads; 0 picks the number of cores."""
+    """Torch threads; 0: one per core."""
     env_threads: int = 0
-    """ale-py emulator threads; 0 picks the number of cores."""
+    """ale-py emulator threads; 0: one per env, at most one per core."""
     env_groups: int = 1
-    """Split the envs into this many groups that step while the network acts for another (1: serial)."""
+    """Env groups that step while the network acts for another. 1: the serial loop."""
     sync_check_interval: int = 100
-    """Distributed: every this many iterations the ranks compare a parameter checksum."""
+    """Compare the ranks' parameters every this many iterations. Distributed runs only."""
     dist_timeout: float = 300.0
-    """Distributed: seconds a collective waits for the other ranks before the run stops."""
+    """Seconds a collective waits for the other ranks. Then the run stops, naming the rank."""
 
     @property
     def run_name(self) -> str:
-        from ppo1.envs import parse_env_name
-
         return self.model_name or f"{parse_env_name(self.env_name).title}-{self.preset}"
 
     @property
@@ -143,57 +137,10 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
     @classmethod
     def from_dict(cls, d: dict) -> Config:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-@dataclass(frozen=True)
-class AgentOptions:
-    """The flags evaluate, movie and play share (the run's flags spelled as `ppo1 train` does); the
-    CLI makes one flag per field, with its docstring as help."""
-
-    env_name: str | None = None
-    """The env to play (default: the one the agent was trained on; another name of the same game
-    picks its protocol, e.g. ALE/Pong-v5)."""
-    checkpoint_dir: str | None = None
-    """Folder holding the run folders (default: checkpoints)."""
-    model_name: str | None = None
-    """Run folder name under checkpoint_dir (default: <Game>-<preset>)."""
-    preset: str | None = None
-    """With no --model_name, the run folder is <Game>-<preset> (default: wallclock for Atari games)."""
-    checkpoint: str | None = None
-    """A checkpoint file to load instead of the run folder's checkpoint.pt (a shipped agent)."""
-    episodes: int = 1
-    """Full games to play."""
-    protocol: str | None = None
-    """Atari: paper (up to 30 no-op starts, no sticky actions) or machado (sticky actions 0.25, no
-    no-ops); other envs: env, their own episodes (default: the one the agent was trained under)."""
-    deterministic: bool = False
-    """Take the most likely action instead of a sample."""
-    seed: int = 0
-    """Game i is seeded seed + i; also seeds the action sampling and an untrained policy."""
-    allow_random: bool = False
-    """With no checkpoint, run an untrained (freshly initialized, seeded) policy."""
-    device: str = "cpu"
-    """auto, cpu or cuda."""
-    torch_threads: int = 1
-    """Torch intra-op threads (0: the number of cores). Acting on a few frames at a time gains
-    nothing from more, and on a small machine they slow the emulator threads down."""
-
-    def check(self) -> None:
-        """ConfigError for a bad value (one at a time, in this order)."""
-        from ppo1.envs import protocol_settings
-
-        at_least("episodes", self.episodes, 1)
-        if self.protocol is not None:
-            protocol_settings(self.protocol)
-        for name in ("seed", "torch_threads"):
-            at_least(name, getattr(self, name), 0)
 
 
 # Not Atari: an MLP, no frames to stack, no lives, the env's own rewards; one torch thread (a
@@ -251,19 +198,6 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
-NOOP_MAX = 30  # DQN (Mnih et al. 2015) / baselines NoopResetEnv
-STICKY_V5 = 0.25  # ALE/*-v5 sticky actions (Machado et al. 2018)
-# Evaluation protocols: name -> (no-op starts at most, sticky-action probability). Both Atari ones
-# keep the 108,000-frame cap (envs.MAX_FRAMES).
-PROTOCOLS: dict[str, tuple[int, float]] = {
-    # DQN (Mnih et al. 2015) / PPO paper: up to 30 no-op starts, deterministic emulator.
-    "paper": (NOOP_MAX, 0.0),
-    # Machado et al. 2018 ("Revisiting the ALE"): sticky actions 0.25, no no-op starts.
-    "machado": (0, STICKY_V5),
-    # Not Atari: the env's own episodes and time limit.
-    "env": (0, 0.0),
-}
-
 CHOICES = {  # of Config's fields
     "preset": tuple(PRESETS),
     "schedule": ("linear", "constant"),
@@ -271,17 +205,6 @@ CHOICES = {  # of Config's fields
     "init": ("normc", "orthogonal"),
     "device": ("auto", "cpu", "cuda"),
 }
-
-
-def field_docs(record: type = Config) -> dict[str, str]:
-    """Each field's docstring (the string literal under it) of a dataclass, for --help."""
-    tree = ast.parse(inspect.getsource(record))
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
-            docs[node.target.id] = nxt.value.value
-    return docs
 
 
 def resolve(overrides: dict, base: dict | None = None) -> Config:
@@ -299,8 +222,6 @@ def resolve(overrides: dict, base: dict | None = None) -> Config:
 
 def default_preset(env_name: str) -> str:
     """wallclock for Atari games, mujoco for MuJoCo envs, classic for the rest."""
-    from ppo1.envs import parse_env_name
-
     kind = parse_env_name(env_name).kind
     return {"atari": "wallclock", "mujoco": "mujoco"}.get(kind, "classic")
 
@@ -313,12 +234,10 @@ def validate(cfg: Config) -> None:
 
 
 def _check_env(cfg: Config) -> None:
-    """The env exists and fits the network; the named choices are valid."""
-    from ppo1.envs import check_spaces, parse_env_name, probe_spaces
-
+    """The env's name is known and its kind fits the network; the named choices are valid. Whether
+    the env can be made here and its spaces fit is checked where it is first made
+    (envs.check_env)."""
     spec = parse_env_name(cfg.env_name)
-    if not spec.atari:
-        check_spaces(spec, *probe_spaces(spec))
     for name, options in CHOICES.items():
         if getattr(cfg, name) not in options:
             raise ConfigError(f"--{name} must be one of {', '.join(options)}")

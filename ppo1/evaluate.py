@@ -1,33 +1,32 @@
-"""Evaluation: full games under a named protocol (ppo1.config.PROTOCOLS), scores and their statistics.
+"""Evaluation: full games under a named protocol (ppo1.envspec.PROTOCOLS), scores and their statistics.
 
-`evaluate()` plays the games, for the training loop (`evaluate_in_training`) and for the `ppo1
-evaluate` command (`run_evaluate`). Evaluation always uses the evaluation wrappers: full games (no
+`evaluate()` plays the games, for the training loop (`evaluate_in_training`), the `ppo1 evaluate`
+command and the Python API. Evaluation always uses the evaluation wrappers: full games (no
 end-of-life episodes), real unclipped rewards.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from ppo1.agent import ActionPicker, Policy, open_agent
-from ppo1.config import AgentOptions, Config, at_least
-from ppo1.envs import (
+from ppo1.agent import ActionPicker
+from ppo1.config import Config, at_least
+from ppo1.device import pick_device
+from ppo1.envs import VecEnv
+from ppo1.envspec import (
     EVAL_SEED,
     FRAME_SKIP,
     MAX_FRAMES,
-    VecEnv,
     default_protocol,
     parse_env_name,
     protocol_settings,
 )
 from ppo1.errors import ConfigError
-from ppo1.policies import pick_device
+from ppo1.policies import Policy
 
 MAX_EVAL_ENVS = 16  # games played at once by default
 
@@ -74,8 +73,6 @@ def evaluate(
     if policy.num_actions != env.num_actions:
         env.close()
         raise ConfigError(f"the policy has {policy.num_actions} actions, {spec.name} has {env.num_actions}")
-    from tqdm import tqdm
-
     was_training = policy.training
     policy.eval()
     pick = ActionPicker(policy, deterministic, seed, device)
@@ -191,43 +188,3 @@ def format_report(result: dict) -> str:
         "lengths (agent steps): " + " ".join(str(n) for n in result["lengths"]),
     ]
     return "\n".join(lines)
-
-
-def run_evaluate(
-    opts: AgentOptions, json_file: str | None, num_envs: int | None, env_threads: int, asset_dir: str | None
-) -> int:
-    """`ppo1 evaluate`: every check that can fail on bad input runs before anything is written.
-    json_file "": the default file, <asset_dir>/<agent name>/eval-<protocol>-step-<step>.json."""
-    agent = open_agent(opts)
-    protocol = agent.protocol(opts.protocol)
-    json_path = Path(json_file) if json_file else None
-    if json_file == "":  # --json alone: beside the agent's movies
-        json_name = f"eval-{protocol}-step-{agent.step}.json"
-        json_path = Path(asset_dir or agent.cfg.asset_dir) / agent.name / json_name
-    if json_path is not None and json_path.is_dir():
-        raise ConfigError(f"--json {json_path} is a folder")
-    mode = "most likely actions" if opts.deterministic else "sampled actions"
-    print(agent.headline(protocol, mode, f"seed {opts.seed}"), flush=True)
-    result = evaluate(
-        agent.policy,
-        agent.cfg,
-        opts.episodes,
-        protocol,
-        opts.deterministic,
-        opts.seed,
-        opts.device,
-        num_envs=num_envs,
-        threads=env_threads,
-        progress=sys.stdout.isatty(),
-        checkpoint_step=agent.step if agent.path is not None else None,
-    )
-    result["trained_env_name"] = agent.trained_env
-    result["checkpoint"] = str(agent.path) if agent.path is not None else None
-    print(format_report(result), flush=True)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = json_path.with_name(f".{json_path.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(json_path)
-        print(f"wrote {json_path}", flush=True)
-    return 0

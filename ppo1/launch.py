@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import socket
 import tempfile
@@ -14,13 +13,14 @@ from pathlib import Path
 
 import torch
 
-from ppo1 import checkpoint, distributed
+from ppo1 import checkpoint, distributed, runfiles
 from ppo1.checkpoint import Counters, TrainState
 from ppo1.config import Config, resolve
-from ppo1.envs import default_threads, env_dims, parse_env_name, render_env
+from ppo1.device import env_threads, pick_device, torch_threads
+from ppo1.envs import check_env, render_env
+from ppo1.envspec import parse_env_name
 from ppo1.errors import ConfigError, RankFailure
-from ppo1.logger import Tracker, drop_rows_after, missing_logs, require_wandb
-from ppo1.policies import pick_device
+from ppo1.logger import Tracker, require_wandb
 from ppo1.trainer import StopWhen, train
 from ppo1.video import require_ffmpeg
 
@@ -28,11 +28,12 @@ LOCK_HOLDER = "lock"  # in the run folder: which process holds it (the lock itse
 GAPS = "gaps.txt"  # in the run folder: what a resume found missing from the logs
 
 
-def start(overrides: dict, fresh: bool = False, stop_when: StopWhen | None = None) -> Counters:
+def start(overrides: dict, fresh: bool = False, stop_when: StopWhen | None = None) -> tuple[Config, Counters]:
     """`ppo1 train`: resolve the flags (every rank, before joining the group), set up on rank 0, share
     the config and checkpoint with the other ranks, and train. stop_when: a benchmark's extra stop
-    condition (trainer.stop_after)."""
+    condition (trainer.stop_after). Returns the config it trained under and where it stopped."""
     cfg = resolve(overrides)
+    check_env(parse_env_name(cfg.env_name))
     device = pick_device(cfg.device)
     dist = distributed.init(cfg.dist_timeout, device)
     if device.type == "cuda" and dist.active:
@@ -59,10 +60,11 @@ def start(overrides: dict, fresh: bool = False, stop_when: StopWhen | None = Non
         distributed.shutdown()
         raise
     finally:
-        if lock is not None:
-            os.close(lock)  # the kernel also drops it when the process dies
+        if lock is not None:  # only a kill leaves the holder's name behind; the next run replaces it
+            (cfg.run_dir / LOCK_HOLDER).unlink(missing_ok=True)
+            os.close(lock)  # the kernel also drops the lock when the process dies
     distributed.shutdown()
-    return counters
+    return cfg, counters
 
 
 def prepare(
@@ -103,14 +105,14 @@ def prepare(
     (cfg.run_dir / LOCK_HOLDER).write_text(holder + "\n")
     checkpoint.remove_temporaries(cfg.run_dir)
     c = resume.counters if resume else Counters()
-    drop_rows_after(cfg.run_dir, c.timesteps, c.elapsed)
+    runfiles.drop_rows_after(cfg.run_dir, c.timesteps, c.elapsed)
     if resume is not None:
         report_gaps(cfg.run_dir, c)
         c.resumes += 1
     record = dict(cfg.to_dict(), model_name=cfg.run_name, device=device.type, resumes=c.resumes)
-    record.update(torch_threads=cfg.torch_threads or default_threads())
-    record.update(env_threads=cfg.env_threads or min(cfg.num_envs, default_threads()))
-    (cfg.run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n")  # what it runs with
+    record.update(torch_threads=torch_threads(cfg.torch_threads))
+    record.update(env_threads=env_threads(cfg.env_threads, cfg.num_envs))
+    runfiles.write_config(cfg.run_dir, record)  # what it runs with
     print(f"run folder {cfg.run_dir}; preset {cfg.preset}; {cfg.env_name}", flush=True)
     return cfg, resume, lock
 
@@ -144,7 +146,7 @@ def lock_run_dir(run_dir: Path) -> int | None:
 def report_gaps(run_dir: Path, counters: Counters) -> None:
     """A resume whose logs do not reach its checkpoint says which iterations they lack, in one line
     and in gaps.txt, instead of logging on as if nothing were missing (once per gap)."""
-    what = missing_logs(run_dir, counters)
+    what = runfiles.missing_logs(run_dir, counters.iterations, counters.episodes)
     known = (run_dir / GAPS).read_text() if (run_dir / GAPS).exists() else ""
     if what and what not in known:
         line = f"resuming at iteration {counters.iterations}, but {what}"
@@ -177,14 +179,8 @@ def load_resume(cfg: Config, overrides: dict, world_size: int) -> tuple[Config, 
     if not path.exists():
         return cfg, None
     resume = checkpoint.load_state(path)
-    cfg = resolve(overrides, base=resume.config)
-    checkpoint.check_compatible(resume.config, cfg.to_dict(), path)
-    actions = env_dims(parse_env_name(cfg.env_name), cfg.frame_stacking)[1]
-    if resume.num_actions != actions:
-        raise ConfigError(
-            f"checkpoint {path} has {resume.num_actions} actions, {cfg.env_name} has "
-            f"{actions}; use another --model_name or --fresh"
-        )
+    cfg = resolve(overrides, base=resume.config)  # the folder the flags named holds the base
+    checkpoint.check_compatible(resume, cfg, path)
     changed = [
         f"{k}: {v!r} -> {getattr(cfg, k)!r}" for k, v in resume.config.items() if getattr(cfg, k, v) != v
     ]

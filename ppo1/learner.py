@@ -11,8 +11,9 @@ from torch.distributions import Distribution
 
 from ppo1.config import Config
 from ppo1.distributed import Dist
-from ppo1.logger import Timer
-from ppo1.rollout import Segment
+from ppo1.policies import Policy
+from ppo1.rollout import Batch, Segment
+from ppo1.timer import Timer
 
 
 def lr_multiplier(timesteps_so_far: int, total_timesteps: int, schedule: str) -> float:
@@ -23,33 +24,24 @@ def lr_multiplier(timesteps_so_far: int, total_timesteps: int, schedule: str) ->
 
 
 def ppo_loss(
-    pd: Distribution,
-    values: torch.Tensor,
-    actions: torch.Tensor,
-    old_log_probs: torch.Tensor,
-    advantages: torch.Tensor,
-    returns: torch.Tensor,
-    clip: float,
-    ent_coef: float,
-    vf_coef: float = 1.0,
-    old_values: torch.Tensor | None = None,
+    pd: Distribution, values: torch.Tensor, batch: Batch, clip: float, cfg: Config
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The clipped surrogate objective with entropy bonus and value loss, for one minibatch, where
-    pd is the current policy's action distribution (policy.dist). old_values: clip the value loss
-    as baselines ppo2 does (baselines ppo1 does not)."""
-    log_ratio = pd.log_prob(actions) - old_log_probs
+    """The clipped surrogate objective with entropy bonus and value loss, for one minibatch, where pd
+    and values are the current policy's at batch.obs (policy.dist). cfg: ent_coef, vf_coef, and
+    clip_vloss (clip the value loss as baselines ppo2 does; baselines ppo1 does not)."""
+    log_ratio = pd.log_prob(batch.actions) - batch.log_probs
     ratio = torch.exp(log_ratio)  # pnew / pold
-    surr1 = ratio * advantages
-    surr2 = torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * advantages
+    surr1 = ratio * batch.advantages
+    surr2 = torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * batch.advantages
     pol_surr = -torch.min(surr1, surr2).mean()  # PPO's pessimistic surrogate (L^CLIP)
     ent = pd.entropy().mean()
-    pol_entpen = -ent_coef * ent
-    vf_losses = (values - returns).pow(2)
-    if old_values is not None:  # ppo2: the value may move at most `clip` from the collected one
-        clipped = old_values + torch.clamp(values - old_values, -clip, clip)
-        vf_losses = torch.max(vf_losses, (clipped - returns).pow(2))
+    pol_entpen = -cfg.ent_coef * ent
+    vf_losses = (values - batch.returns).pow(2)
+    if cfg.clip_vloss:  # ppo2: the value may move at most `clip` from the collected one
+        clipped = batch.values + torch.clamp(values - batch.values, -clip, clip)
+        vf_losses = torch.max(vf_losses, (clipped - batch.returns).pow(2))
     vf_loss = vf_losses.mean()
-    total = pol_surr + pol_entpen + vf_coef * vf_loss
+    total = pol_surr + pol_entpen + cfg.vf_coef * vf_loss
     with torch.no_grad():
         # baselines logs KL(old || new) from the old network's logits; with one network we use
         # the unbiased estimator E[(r - 1) - log r] (Schulman, "Approximating KL divergence").
@@ -78,51 +70,54 @@ def standardize(advantages: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
     return (advantages - mean) / (std + 1e-8)
 
 
+@torch.no_grad()
+def log_probs_now(policy: Policy, seg: Segment) -> torch.Tensor:
+    """log pi(a|s) of the segment's actions under the policy as it is now, (T, N). After the
+    observation statistics change: baselines' oldpi copies pi with its new statistics
+    (assign_old_eq_new), so the ratio starts at 1."""
+    flat = seg.flat()
+    pd, _ = policy.dist(flat.obs)
+    return pd.log_prob(flat.actions).reshape(seg.log_probs.shape)
+
+
 def update(
-    policy: torch.nn.Module,
+    policy: Policy,
     optimizer: torch.optim.Optimizer,
     seg: Segment,
     cfg: Config,
-    lrmult: float,
+    timesteps: int,
     generator: torch.Generator,
     dist: Dist | None = None,
     timer: Timer | None = None,
 ) -> dict[str, float]:
-    """cfg.optim_epochs passes over shuffled minibatches of the segment (advantages and returns
-    already computed); returns the logged stats. The generator orders the minibatches (the same on
-    every rank); dist standardizes advantages over all ranks' samples and averages the gradients
-    before each step (the all-reduce's seconds go to timer)."""
+    """cfg.optim_epochs passes over shuffled minibatches of the segment, at the learning rate and clip
+    of the schedule after `timesteps` agent steps; returns the logged stats. The generator orders the
+    minibatches (the same on every rank); dist standardizes advantages over all ranks' samples and
+    averages the gradients before each step (the all-reduce's seconds go to timer)."""
     dist, timer = dist or Dist(), timer or Timer()
-    T, N = seg.rewards.shape
-    B, minibatch_size = T * N, cfg.minibatch_size
-    obs = seg.obs.reshape(B, *seg.obs.shape[2:])
-    actions, old_log_probs = seg.actions.reshape(B, *seg.actions.shape[2:]), seg.log_probs.reshape(B)
-    advantages, returns = seg.advantages.reshape(B), seg.returns.reshape(B)
-    old_values = seg.values.reshape(B)
-    per_minibatch = cfg.norm_adv and cfg.norm_adv_per_minibatch  # ppo2, CleanRL, SB3
-    if cfg.norm_adv and not per_minibatch:
-        advantages = standardize(advantages, *dist.moments(advantages))
-
+    lrmult = lr_multiplier(timesteps, max(cfg.env_steps, cfg.anneal_steps), cfg.schedule)
     # The PPO paper's alpha anneals the clip too (Table 5); baselines' ppo1 did so from its first
     # commit (da99706) to c5b1a1b, and dropped it in b875fb7: 8a97e0d's clip is constant.
     clip = cfg.epsilon * lrmult
     for group in optimizer.param_groups:
         group["lr"] = cfg.optim_stepsize * lrmult
+    if policy.update_obs_stats(seg.obs, dist.sum):  # MLP: baselines' ob_rms.update, then oldpi = pi
+        seg.log_probs = log_probs_now(policy, seg)
+    advantages = seg.advantages.reshape(-1)
+    per_minibatch = cfg.norm_adv and cfg.norm_adv_per_minibatch  # ppo2, CleanRL, SB3
+    if cfg.norm_adv and not per_minibatch:
+        advantages = standardize(advantages, *dist.moments(advantages))
+
     params = [p for group in optimizer.param_groups for p in group["params"]]
     totals: dict[str, torch.Tensor] = {}
     n = 0
     for epoch in range(cfg.optim_epochs):
-        perm = torch.randperm(B, generator=generator).to(obs.device)
-        # baselines Dataset.iterate_once drops the last partial minibatch; so do we.
-        for start in range(0, B - minibatch_size + 1, minibatch_size):
-            idx = perm[start : start + minibatch_size]
-            pd, values = policy.dist(obs[idx])
-            adv = advantages[idx]
+        for batch in seg.minibatches(cfg.minibatch_size, generator, advantages):
+            pd, values = policy.dist(batch.obs)
             if per_minibatch:  # ppo2: population std, as numpy's
-                adv = standardize(adv, adv.mean(), adv.std(unbiased=False))
-            batch = (actions[idx], old_log_probs[idx], adv, returns[idx])
-            olds = old_values[idx] if cfg.clip_vloss else None
-            loss, stats = ppo_loss(pd, values, *batch, clip, cfg.ent_coef, cfg.vf_coef, olds)
+                adv = batch.advantages
+                batch = batch._replace(advantages=standardize(adv, adv.mean(), adv.std(unbiased=False)))
+            loss, stats = ppo_loss(pd, values, batch, clip, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if dist.active:
@@ -136,7 +131,7 @@ def update(
                     totals[k] = totals.get(k, 0.0) + v
                 n += 1
     out = {k: float(v) / n for k, v in totals.items()}
-    out["ev_tdlam_before"] = explained_variance(seg.values.reshape(B), returns)
+    out["ev_tdlam_before"] = explained_variance(seg.values.reshape(-1), seg.returns.reshape(-1))
     out["lrmult"] = lrmult
     out["clip"] = clip
     return out

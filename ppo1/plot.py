@@ -1,13 +1,9 @@
-"""`ppo1 plot`: learning curves (real game score vs agent steps and vs frames) from run folders.
+"""Learning curves (real game score vs agent steps and vs frames) from run folders, for `ppo1 plot`.
 
-Data per run: monitor.csv (baselines bench.Monitor format: a '#{json}' line, then r,l,t) merged with
-the monitor.<rank>.csv files of distributed runs by the time t. The agent step of each game is the
-run's real step counter when it was logged: a game is written at the end of the iteration in which
-it ended, with t = that iteration's training time, so its step is the TimestepsSoFar of the
-progress.csv row whose TimeElapsed (the same clock, to 2 decimals) is t (see game_steps). Not the sum
-of the games' lengths l, which leaves out the games in flight and those cut at each resume. Where
-no game was logged, the curve is progress.csv's EpRewMean (already a mean over the last 100 games)
-vs TimestepsSoFar. Frames = 4 x agent steps.
+Data per run: its games in monitor.csv and the monitor.<rank>.csv files of distributed runs, each at
+the run's real step counter when it was logged (ppo1.runfiles.game_steps). Where no game was logged,
+the curve is progress.csv's EpRewMean (already a mean over the last 100 games) vs TimestepsSoFar.
+Frames = 4 x agent steps.
 
 Runs whose folder names are equal after stripping a seed suffix (-seed1, _seed1, -s1, _s1) form a
 group, drawn as the mean over its runs on a common step grid with a shaded band (min-max by
@@ -17,7 +13,6 @@ default, or mean +- std).
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import sys
@@ -26,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ppo1.envs import FRAME_SKIP, parse_env_name
+from ppo1.envspec import FRAME_SKIP, parse_env_name
 from ppo1.errors import ConfigError
+from ppo1.runfiles import MONITOR_FILE, PROGRESS, game_steps, read_clock, read_monitors, read_progress
 
 SEED_SUFFIX = re.compile(r"[-_](?:seed|s)\d+$", re.IGNORECASE)
-MONITOR_FILE = re.compile(r"monitor(?:\.\d+)?\.csv")
 GRID_POINTS = 256
 
 
@@ -49,68 +44,6 @@ class Curve:
     games: int = 0  # games behind the curve (0 when read from progress.csv)
 
 
-def read_monitors(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """(times t, scores) of every game in the run's monitor files, ordered by t; the env id."""
-    rows: list[tuple[float, float]] = []  # (t, r)
-    env_id = None
-    for path in sorted(p for p in run_dir.iterdir() if MONITOR_FILE.fullmatch(p.name)):
-        lines = path.read_text().splitlines()
-        body = []
-        for line in lines:
-            if line.startswith("#"):
-                try:
-                    env_id = env_id or json.loads(line[1:]).get("env_id")
-                except ValueError:
-                    pass
-            elif line.strip():
-                body.append(line)
-        for row in csv.DictReader(body):
-            try:
-                t, r, _ = float(row["t"]), float(row["r"]), int(float(row["l"]))
-            except (KeyError, TypeError, ValueError):
-                raise ConfigError(f"{path} is not a monitor file (columns r,l,t)") from None
-            rows.append((t, r))
-    rows.sort(key=lambda x: x[0])  # stable: games of one file logged at the same t keep their order
-    times = np.array([t for t, _ in rows], dtype=np.float64)
-    scores = np.array([r for _, r in rows], dtype=np.float64)
-    return times, scores, env_id
-
-
-def read_clock(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """progress.csv's (TimeElapsed, TimestepsSoFar) per iteration: the training clock and the real
-    agent-step counter at the end of each iteration."""
-    path = run_dir / "progress.csv"
-    if not path.is_file():
-        raise ConfigError(
-            f"{run_dir} has monitor files but no progress.csv to read the games' agent steps from"
-        )
-    with path.open(newline="") as f:
-        try:
-            rows = [(float(r["TimeElapsed"]), int(float(r["TimestepsSoFar"]))) for r in csv.DictReader(f)]
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"{path}: want TimeElapsed and TimestepsSoFar in every row") from None
-    return np.array([t for t, _ in rows]), np.array([s for _, s in rows], dtype=np.int64)
-
-
-def game_steps(run_dir: Path, times: np.ndarray) -> np.ndarray:
-    """The real agent step of each game logged at training time t (monitor.csv, increasing): the
-    TimestepsSoFar of the progress.csv row whose TimeElapsed is t to 2 decimals (the nearest row
-    within 0.006 s). A game with no such row is a ConfigError."""
-    clock, steps = read_clock(run_dir)
-    if not len(clock):  # no iteration logged: no game matches
-        clock, steps = np.array([np.inf]), np.array([0])
-    lo = np.minimum(np.searchsorted(clock, times - 0.006), len(clock) - 1)  # the first row not too early
-    hi = np.minimum(lo + 1, len(clock) - 1)
-    i = np.where(np.abs(clock[hi] - times) < np.abs(clock[lo] - times), hi, lo)
-    bad = np.flatnonzero(np.abs(clock[i] - times) > 0.006)
-    if len(bad):
-        raise ConfigError(
-            f"{run_dir}: the game logged at t={times[bad[0]]:g} s has no progress.csv row with "
-            f"TimeElapsed {times[bad[0]]:.2f} ({len(bad)} such games), so its agent step is unknown"
-        )
-    return steps[i]
-
-
 def trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
     """Mean of the last `window` values at each point (of all values so far at the start)."""
     c = np.concatenate([[0.0], np.cumsum(x)])
@@ -119,18 +52,17 @@ def trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def read_progress(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    path = run_dir / "progress.csv"
+def progress_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """progress.csv's (TimestepsSoFar, EpRewMean) where both are numbers."""
     steps, scores = [], []
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                s, r = float(row["TimestepsSoFar"]), float(row["EpRewMean"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if np.isfinite(s) and np.isfinite(r):
-                steps.append(s)
-                scores.append(r)
+    for row in read_progress(run_dir):
+        try:
+            s, r = float(row["TimestepsSoFar"]), float(row["EpRewMean"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if np.isfinite(s) and np.isfinite(r):
+            steps.append(s)
+            scores.append(r)
     return np.array(steps), np.array(scores)
 
 
@@ -141,7 +73,7 @@ def load_run(run_dir: Path | str, smooth: int = 100) -> Curve | None:
         raise ConfigError(f"run folder {run_dir} does not exist")
     name = Path(os.path.abspath(run_dir)).name  # a symlink's own name: runs can be relabelled
     has_monitor = any(MONITOR_FILE.fullmatch(p.name) for p in run_dir.iterdir())
-    has_progress = (run_dir / "progress.csv").exists()
+    has_progress = (run_dir / PROGRESS).exists()
     if not has_monitor and not has_progress:
         raise ConfigError(f"{run_dir} has no monitor.csv or progress.csv")
     env_id = None
@@ -155,7 +87,7 @@ def load_run(run_dir: Path | str, smooth: int = 100) -> Curve | None:
             steps = game_steps(run_dir, times).astype(np.float64)
             return Curve(name, steps, scores, "monitor", env_id, len(times))
     if has_progress:
-        steps, scores = read_progress(run_dir)
+        steps, scores = progress_curve(run_dir)
         if len(steps):
             order = np.argsort(steps, kind="stable")
             return Curve(name, steps[order], scores[order], "progress", env_id)
@@ -289,17 +221,3 @@ def plot_runs(
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=100)
     return fig
-
-
-def run_plot(args) -> int:
-    out = Path(args.output)
-    plot_runs(
-        args.run_dirs,
-        out,
-        smooth=args.smooth,
-        spread=args.spread,
-        reference=args.reference,
-        max_steps=args.max_steps,
-    )
-    print(f"wrote {out}", flush=True)
-    return 0

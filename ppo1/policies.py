@@ -1,35 +1,19 @@
 """The policies of baselines ppo1, in PyTorch: CnnPolicy (baselines/ppo1/cnn_policy.py) for Atari
 frames and MlpPolicy (baselines/ppo1/mlp_policy.py) with observation normalization for flat
-observations. Both give `dist(obs)` (the action distribution and the values), `act(obs)` (sampled
-actions, their log-probs and the values) and `get_value(obs)`."""
+observations. What they share is written once, in Policy: `dist(obs)` (the action distribution and
+the values), `act(obs)` (sampled actions, their log-probs and the values), `get_value(obs)`, and the
+running observation statistics (MlpPolicy's; frames need none)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from ppo1.errors import ConfigError
-
-if TYPE_CHECKING:
-    from ppo1.rollout import Segment
-
-
-def pick_device(name: str | torch.device) -> torch.device:
-    """--device: auto (CUDA where available), cpu or cuda."""
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be one of auto, cpu, cuda, got {name!r}")
-    return torch.device(name)
+from ppo1.config import Config
 
 
 def normc_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
@@ -66,7 +50,58 @@ def orthogonal_(layer: nn.Linear | nn.Conv2d, gain: float) -> None:
     nn.init.zeros_(layer.bias)
 
 
-class CnnPolicy(nn.Module):
+class Policy(nn.Module):
+    """What both networks share. A subclass sets num_actions, continuous and ob_rms (None: no
+    observation statistics) and defines forward(obs) -> (logits or action means (B, A), values (B,))."""
+
+    num_actions: int
+    continuous: bool
+    ob_rms: RunningMeanStd | None
+    logstd: nn.Parameter | None  # continuous actions: the state-independent log-std
+
+    def dist(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        """The action distribution at obs, and the values (B,)."""
+        out, values = self(obs)
+        # No argument validation: a NaN must reach the loss, where the training loop reports it.
+        if self.continuous:
+            std = self.logstd.exp().expand_as(out)
+            return Independent(Normal(out, std, validate_args=False), 1, validate_args=False), values
+        return Categorical(logits=out, validate_args=False), values
+
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample actions; return actions, their log-probabilities and the values, each (B,).
+
+        The same draws as dist(obs)'s sample() / log_prob() (a multinomial over the softmax; the
+        mean plus std times a normal draw), written out: the distribution objects cost more than a
+        small network on this per-step path.
+        """
+        with torch.inference_mode():
+            out, values = self(obs)
+            if self.continuous:
+                noise = torch.randn_like(out)
+                actions = out + self.logstd.exp() * noise
+                log_p = -0.5 * noise.square() - self.logstd - 0.5 * math.log(2 * math.pi)
+                return actions, log_p.sum(-1), values
+            log_p = torch.log_softmax(out, dim=-1)
+            actions = torch.multinomial(log_p.exp(), 1).squeeze(1)
+            return actions, log_p.gather(1, actions.unsqueeze(1)).squeeze(1), values
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(obs), (B,), drawing no action (CleanRL's agent.get_value)."""
+        with torch.inference_mode():
+            return self(obs)[1]
+
+    def update_obs_stats(self, obs: torch.Tensor, all_sum: Callable | None = None) -> bool:
+        """baselines: pi.ob_rms.update(ob) with each iteration's batch before the epochs (all_sum pools
+        it over ranks). Returns whether the statistics changed: then the log-probs stored at
+        collection time are stale (see log_probs_now). Frames have none (they are divided by 255)."""
+        if self.ob_rms is None:
+            return False
+        self.ob_rms.update(obs, all_sum)
+        return True
+
+
+class CnnPolicy(Policy):
     """Shared conv torso, categorical policy head (normc pi_gain, baselines 0.01) and value head
     (normc 1.0); init "orthogonal": baselines ppo2's instead.
 
@@ -105,6 +140,7 @@ class CnnPolicy(nn.Module):
             orthogonal_(self.logits, pi_gain)
             orthogonal_(self.value, 1.0)
         self.num_actions, self.in_channels = num_actions, in_channels
+        self.continuous, self.ob_rms, self.logstd = False, None, None
         # NHWC convolutions run faster on CPU (measured in benchmarks/throughput.py); same math.
         self.to(memory_format=torch.channels_last)
 
@@ -113,32 +149,6 @@ class CnnPolicy(nn.Module):
         x = obs.float().div_(255.0)  # frames stay uint8 until here (baselines: ob / 255.0)
         x = self.torso(x.contiguous(memory_format=torch.channels_last))
         return self.logits(x), self.value(x).squeeze(-1)
-
-    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample actions; return actions, their log-probabilities and the values, each (B,).
-
-        The same draws as Categorical(logits).sample() / .log_prob() (multinomial over the
-        softmax), without the distribution object's per-call overhead on this hot path.
-        """
-        with torch.inference_mode():
-            logits, values = self(obs)
-            log_p = torch.log_softmax(logits, dim=-1)
-            actions = torch.multinomial(log_p.exp(), 1).squeeze(1)
-            return actions, log_p.gather(1, actions.unsqueeze(1)).squeeze(1), values
-
-    def dist(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
-        logits, values = self(obs)
-        # No argument validation: a NaN must reach the loss, where the training loop reports it.
-        return Categorical(logits=logits, validate_args=False), values
-
-    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
-        """V(obs), (B,), drawing no action (CleanRL's agent.get_value)."""
-        with torch.inference_mode():
-            return self(obs)[1]
-
-    def update_obs_stats(self, obs: torch.Tensor, all_sum: Callable | None = None) -> bool:
-        """Frames need no running statistics (they are divided by 255): nothing changes."""
-        return False
 
 
 class RunningMeanStd(nn.Module):
@@ -173,7 +183,7 @@ class RunningMeanStd(nn.Module):
         self.count += stats[-1]
 
 
-class MlpPolicy(nn.Module):
+class MlpPolicy(Policy):
     """baselines mlp_policy: observations normalized by running statistics and clipped to +-5,
     separate policy and value MLPs (tanh, normc 1.0; policy output normc 0.01, value output 1.0);
     Box actions: a diagonal Gaussian with a learned state-independent log-std starting at 0
@@ -203,65 +213,13 @@ class MlpPolicy(nn.Module):
         x = ((obs.double() - self.ob_rms.mean) / self.ob_rms.std).clamp(-5.0, 5.0).float()
         return self.pi(x), self.vf(x).squeeze(-1)
 
-    def update_obs_stats(self, obs: torch.Tensor, all_sum: Callable | None = None) -> bool:
-        """baselines: pi.ob_rms.update(ob) with each iteration's batch before the epochs (all_sum
-        pools it over ranks). Returns True: the statistics changed, so the log-probs stored at
-        collection time are stale (see log_probs_now)."""
-        self.ob_rms.update(obs, all_sum)
-        return True
 
-    def dist(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
-        out, values = self(obs)
-        if self.continuous:
-            std = self.logstd.exp().expand_as(out)
-            return Independent(Normal(out, std, validate_args=False), 1, validate_args=False), values
-        return Categorical(logits=out, validate_args=False), values
-
-    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
-        """V(obs), (B,), drawing no action (CleanRL's agent.get_value)."""
-        with torch.inference_mode():
-            return self(obs)[1]
-
-    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The draws and log-probs of dist(obs), written out: the distribution objects cost more
-        than this small network on the per-step path."""
-        with torch.inference_mode():
-            out, values = self(obs)
-            if self.continuous:
-                noise = torch.randn_like(out)
-                actions = out + self.logstd.exp() * noise
-                log_p = -0.5 * noise.square() - self.logstd - 0.5 * math.log(2 * math.pi)
-                return actions, log_p.sum(-1), values
-            log_p = torch.log_softmax(out, dim=-1)
-            actions = torch.multinomial(log_p.exp(), 1).squeeze(1)
-            return actions, log_p.gather(1, actions.unsqueeze(1)).squeeze(1), values
-
-
-def make_policy(
-    model_type: str,
-    observation_shape: tuple[int, ...],
-    num_actions: int,
-    discrete: bool,
-    hid_size: int = 64,
-    num_hid_layers: int = 2,
-    pi_gain: float = 0.01,
-    init: str = "normc",
-) -> CnnPolicy | MlpPolicy:
-    """CnnPolicy (small/large) for Atari frames, MlpPolicy (mlp) for flat observations."""
-    if model_type == "mlp":
-        return MlpPolicy(observation_shape[0], num_actions, not discrete, hid_size, num_hid_layers)
-    return CnnPolicy(observation_shape[0], num_actions, model_type, pi_gain, init)
-
-
-@torch.no_grad()
-def log_probs_now(policy: CnnPolicy | MlpPolicy, seg: Segment) -> torch.Tensor:
-    """log pi(a|s) of the segment's actions under the policy as it is now, (T, N). After the
-    observation statistics change: baselines' oldpi copies pi with its new statistics, so the ratio
-    starts at 1."""
-    flat = seg.obs.reshape(-1, *seg.obs.shape[2:])
-    pd, _ = policy.dist(flat)
-    actions = seg.actions.reshape(flat.shape[0], *seg.actions.shape[2:])
-    return pd.log_prob(actions).reshape(seg.log_probs.shape)
+def make_policy(cfg: Config, observation_shape: tuple[int, ...], num_actions: int, discrete: bool) -> Policy:
+    """The network of cfg.model_type for these observations and actions: CnnPolicy (small, large) for
+    Atari frames, MlpPolicy (mlp) for flat observations."""
+    if cfg.model_type == "mlp":
+        return MlpPolicy(observation_shape[0], num_actions, not discrete, cfg.hid_size, cfg.num_hid_layers)
+    return CnnPolicy(observation_shape[0], num_actions, cfg.model_type, cfg.pi_gain, cfg.init)
 
 
 def sample(pd: Distribution, generator: torch.Generator) -> torch.Tensor:

@@ -13,14 +13,18 @@ import torch
 from ppo1 import checkpoint
 from ppo1.checkpoint import Counters, TrainState, restore_rng, rng_state
 from ppo1.config import Config
+from ppo1.device import pick_device, torch_threads
 from ppo1.distributed import Dist
-from ppo1.envs import VecEnv, default_threads, parse_env_name
-from ppo1.errors import ConfigError, RankFailure
+from ppo1.envs import VecEnv
+from ppo1.envspec import parse_env_name
+from ppo1.errors import RankFailure
 from ppo1.evaluate import evaluate_in_training
-from ppo1.learner import lr_multiplier, update
-from ppo1.logger import Logger, MonitorWriter, Timer, Tracker, monitor_name
-from ppo1.policies import log_probs_now, make_policy, pick_device
-from ppo1.rollout import Rollout, Segment, compute_gae
+from ppo1.learner import update
+from ppo1.logger import Logger, Tracker
+from ppo1.policies import make_policy
+from ppo1.rollout import Rollout, Segment
+from ppo1.runfiles import MonitorWriter, monitor_name
+from ppo1.timer import Timer
 from ppo1.video import capture_video
 
 
@@ -72,31 +76,21 @@ class Trainer:
         tracker: Tracker | None = None,
     ):
         self.cfg, self.dist, self.device = cfg, dist, device
-        torch.set_num_threads(cfg.torch_threads or default_threads())
+        torch.set_num_threads(torch_threads(cfg.torch_threads))
         torch.manual_seed(cfg.seed + 10000 * dist.rank)
         self.counters = Counters() if resume is None else resume.counters
         self.recent = {k: deque(maxlen=100) for k in ("scores", "lengths", "clipped")}
         self.generator = torch.Generator().manual_seed(cfg.seed)  # minibatch order, the same on all ranks
         self.envs = self._make_envs()
         env = self.envs[0]
-        self.policy = make_policy(
-            cfg.model_type,
-            env.observation_shape,
-            env.num_actions,
-            env.discrete,
-            cfg.hid_size,
-            cfg.num_hid_layers,
-            cfg.pi_gain,
-            cfg.init,
-        ).to(device)
+        self.policy = make_policy(cfg, env.observation_shape, env.num_actions, env.discrete).to(device)
         # baselines' pposgd_simple.learn also passes adam_epsilon=1e-5 to MpiAdam.
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)
         if resume is not None:
             self._resume(resume)
         dist.broadcast_state(self.policy, self.optimizer)  # baselines MpiAdam.sync(): identical start
         self.timer = Timer()
-        horizon = cfg.timesteps_per_actorbatch
-        self.rollout = Rollout(self.envs, self.policy, horizon, cfg.gamma, device, self.timer)
+        self.rollout = Rollout(self.envs, self.policy, cfg, device, self.timer)
         self.monitor = MonitorWriter(cfg.run_dir / monitor_name(dist.rank), cfg.env_name)
         self.logger = (
             Logger(cfg.run_dir, cfg.env_steps, self.counters.timesteps, tracker, self.counters.elapsed)
@@ -128,11 +122,7 @@ class Trainer:
         ]
 
     def _resume(self, resume: TrainState) -> None:
-        if resume.num_actions != self.envs[0].num_actions:
-            raise ConfigError(
-                f"checkpoint has {resume.num_actions} actions, {self.cfg.env_name} has "
-                f"{self.envs[0].num_actions}; use another --model_name or --fresh"
-            )
+        """The checkpoint's state (launch checked that it fits: checkpoint.check_compatible)."""
         for k, v in resume.recent.items():
             self.recent[k].extend(v)
         self.policy.load_state_dict(resume.model)
@@ -147,18 +137,12 @@ class Trainer:
         rank), or None if a stop signal came during collection (the partial batch is dropped)."""
         cfg, timer = self.cfg, self.timer
         timer.reset()
-        lrmult = lr_multiplier(self.counters.timesteps, max(cfg.env_steps, cfg.anneal_steps), cfg.schedule)
         seg = self.rollout.collect(should_stop=self.stop_in_rollout)
         if seg is None:
             return None
-        with timer("gae"):
-            seg.advantages, seg.returns = compute_gae(
-                seg.rewards, seg.values, seg.dones, seg.last_values, cfg.gamma, cfg.lam
-            )
         with timer("update"):
-            if self.policy.update_obs_stats(seg.obs, self.dist.sum):  # MLP: baselines' ob_rms.update
-                seg.log_probs = log_probs_now(self.policy, seg)
-            stats = update(self.policy, self.optimizer, seg, cfg, lrmult, self.generator, self.dist, timer)
+            step = self.counters.timesteps  # the schedules' position
+            stats = update(self.policy, self.optimizer, seg, cfg, step, self.generator, self.dist, timer)
         self.check_finite(stats)
         games = self.record_iteration(seg)
         if self.counters.iterations % cfg.sync_check_interval == 0:

@@ -1,6 +1,7 @@
-"""`ppo1 movie` (MP4 / GIF of full games) and `ppo1 play` (a window, in real time).
+"""Videos of an agent's games, for `ppo1 movie` (MP4 / GIF of full games), `ppo1 play` (a window, in
+real time) and --capture_video.
 
-Both run the agent in one gymnasium env (ppo1.envs.render_env) with the evaluation semantics:
+All run the agent in one gymnasium env (ppo1.envs.render_env) with the evaluation semantics:
 full games, real scores, stepped by the same loop (`play_game`). The movie has one colour frame
 per agent step (the last of the 4 emulator frames each step repeats its action), at 15 frames
 per second = 60 Hz / frameskip 4, so it plays at the game's own speed. Frames are streamed to
@@ -9,8 +10,7 @@ ffmpeg as they are rendered: memory stays flat however long the game.
 
 from __future__ import annotations
 
-import os
-import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,11 +21,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ppo1.agent import ActionPicker, Agent, Policy, open_agent
-from ppo1.config import AgentOptions, Config, at_least
-from ppo1.envs import EVAL_SEED, FRAME_SKIP, EnvSpec, parse_env_name, render_env
+from ppo1.agent import ActionPicker
+from ppo1.config import Config
+from ppo1.envs import render_env
+from ppo1.envspec import EVAL_SEED, FRAME_SKIP, EnvSpec, parse_env_name
 from ppo1.errors import ConfigError
-from ppo1.policies import pick_device
+from ppo1.policies import Policy
+from ppo1.runfiles import atomic_write
 
 ATARI_HZ = 60
 MOVIE_FPS = ATARI_HZ / FRAME_SKIP  # one frame per agent step, in real time
@@ -161,96 +163,13 @@ def capture_video(policy: Policy, cfg: Config, step: int, device: torch.device) 
     pick = ActionPicker(policy, False, cfg.seed + EVAL_SEED, device)
     out_dir = cfg.run_dir / "videos"
     out_dir.mkdir(exist_ok=True)
-    tmp = out_dir / f".recording-{os.getpid()}.mp4"
-    gif = tmp.with_suffix(".gif")
+    seed = cfg.seed + EVAL_SEED
     try:
-        score, _, _ = record_game(env, pick, [tmp, gif], movie_fps(spec, env), 1, cfg.seed + EVAL_SEED)
-        path = out_dir / movie_name(spec.title, score, step, "mp4")
-        tmp.replace(path)
-        return path, gif.read_bytes()
+        with atomic_write(out_dir / f"{spec.title}.mp4") as mp4, tempfile.TemporaryDirectory() as scratch:
+            gif = Path(scratch) / "game.gif"
+            score, _, _ = record_game(env, pick, [mp4.tmp, gif], movie_fps(spec, env), 1, seed)
+            mp4.path = out_dir / movie_name(spec.title, score, step, "mp4")  # the score names the file
+            gif_bytes = gif.read_bytes()
     finally:
         env.close()
-        tmp.unlink(missing_ok=True)
-        gif.unlink(missing_ok=True)
-
-
-def _open(
-    opts: AgentOptions, fps: float | None, render_mode: str, rate: str
-) -> tuple[Agent, gym.Env, ActionPicker, float]:
-    """What movie and play share: load the agent, make its env, print the first line ("<fps> <rate>").
-    fps None: real time."""
-    if fps is not None and not fps > 0:
-        raise ConfigError(f"--fps must be positive, got {fps}")
-    agent = open_agent(opts)
-    protocol = agent.protocol(opts.protocol)
-    env = agent.make_env(protocol, render_mode)
-    fps = fps or movie_fps(agent.spec, env)
-    print(agent.headline(protocol, f"{fps:g} {rate}"), flush=True)
-    pick = ActionPicker(agent.policy, opts.deterministic, opts.seed, pick_device(opts.device))
-    return agent, env, pick, fps
-
-
-def run_movie(
-    opts: AgentOptions, asset_dir: str | None, gif: bool, fps: float | None, scale: int, max_frames: int = 0
-) -> int:
-    """`ppo1 movie`: one file per game in <asset_dir>/<agent name>/ (its run folder's, or its file's),
-    named after game, score, step (and the excerpt's length, with max_frames)."""
-    if scale < 1 or scale > 8:
-        raise ConfigError(f"--scale must be 1 to 8, got {scale}")
-    at_least("max_frames", max_frames, 0)
-    require_ffmpeg()
-    agent, env, pick, fps = _open(opts, fps, "rgb_array", "fps")
-    out_dir = Path(asset_dir or agent.cfg.asset_dir) / agent.name
-    ext = "gif" if gif else "mp4"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        for game in range(opts.episodes):
-            # The name holds the score, known only at the end: write a hidden file, then rename.
-            tmp = out_dir / f".{agent.spec.title}-recording-{os.getpid()}.{ext}"
-            score, steps, frames = record_game(env, pick, [tmp], fps, scale, opts.seed + game, max_frames)
-            if not tmp.exists():
-                raise ConfigError(f"ffmpeg wrote no {ext} file")
-            number = game + 1 if opts.episodes > 1 else None
-            name = movie_name(
-                agent.spec.title, score, agent.step, ext, number, max_frames if frames <= steps else 0
-            )
-            tmp.replace(out_dir / name)
-            print(
-                f"wrote {out_dir / name} (score {score:g}, {steps} agent steps, {frames} frames)",
-                flush=True,
-            )
-    except BaseException:
-        for stale in out_dir.glob(f".*-recording-{os.getpid()}.{ext}"):
-            stale.unlink(missing_ok=True)
-        raise
-    finally:
-        env.close()
-    return 0
-
-
-def has_display() -> bool:
-    if sys.platform.startswith("linux") or "bsd" in sys.platform:
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True  # macOS and Windows always have a window server for a desktop session
-
-
-def run_play(opts: AgentOptions, fps: float | None) -> int:
-    """`ppo1 play`: ALE's own window (render_mode="human"). ALE locks the emulation to the ROM's
-    60 frames/s there, i.e. 15 agent steps/s; --fps below 15 slows it down further."""
-    if not has_display():
-        raise ConfigError(
-            "no display to open a window on (DISPLAY and WAYLAND_DISPLAY are unset); "
-            "use `ppo1 movie` to write an MP4 instead"
-        )
-    _, env, pick, fps = _open(opts, fps, "human", "agent steps/s; Ctrl-C stops")
-    try:
-        for n in range(opts.episodes):
-            for game in paced(play_game(env, pick, opts.seed + n), fps):
-                if game.over:
-                    print(f"game {n + 1}: score {game.score:g} in {game.steps} agent steps", flush=True)
-    except KeyboardInterrupt:
-        print("stopped", flush=True)
-        return 130
-    finally:
-        env.close()
-    return 0
+    return mp4.path, gif_bytes

@@ -3,6 +3,7 @@
 import os
 import pickle
 import stat
+import zipfile
 
 import numpy as np
 import pytest
@@ -168,11 +169,47 @@ def test_malicious_pickle_is_refused_without_running_code(tmp_path, how):
 
 
 def test_check_compatible(tmp_path):
-    saved = {"env_name": "PongNoFrameskip-v4", "model_type": "small", "frame_stacking": True}
-    checkpoint.check_compatible(saved, dict(saved, env_name="ALE/Pong-v5"), tmp_path)  # same game
+    """One check before a resume: the game, the network, the frame stack and the action count."""
+    from dataclasses import replace
+
+    from ppo1.checkpoint import Counters, TrainState
+    from ppo1.config import Config
+
+    cfg = Config(env_name="PongNoFrameskip-v4", model_type="small", frame_stacking=True)
+    state = TrainState({}, {}, cfg.to_dict(), Counters(), {}, torch.zeros(1), [], num_actions=6)
+    checkpoint.check_compatible(state, replace(cfg, env_name="ALE/Pong-v5"), tmp_path)  # same game
     with pytest.raises(ConfigError, match=r"game Pong, not Breakout"):
-        checkpoint.check_compatible(saved, dict(saved, env_name="Breakout"), tmp_path)
+        checkpoint.check_compatible(state, replace(cfg, env_name="Breakout"), tmp_path)
     with pytest.raises(ConfigError, match=r"--model_type small, not large"):
-        checkpoint.check_compatible(saved, dict(saved, model_type="large"), tmp_path)
+        checkpoint.check_compatible(state, replace(cfg, model_type="large"), tmp_path)
     with pytest.raises(ConfigError, match=r"frame stacking True, not False"):
-        checkpoint.check_compatible(saved, dict(saved, frame_stacking=False), tmp_path)
+        checkpoint.check_compatible(state, replace(cfg, frame_stacking=False), tmp_path)
+    with pytest.raises(ConfigError, match=r"actions 9, not 6"):
+        checkpoint.check_compatible(replace(state, num_actions=9), cfg, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, content, what",
+    [
+        ("notes.txt", b"my notes\n", "a text file"),
+        ("empty.pt", b"", "an empty file"),
+        ("random.pt", bytes(range(1, 256)) * 8, "a file of other bytes"),
+        ("other.zip", None, "a zip archive that torch.save did not write"),
+    ],
+)
+def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is(tmp_path, capsys, name, content, what):
+    """`ppo1 evaluate --checkpoint FILE` of a file that is no checkpoint: one line naming the file and
+    what it is, with advice for a file (not for a run folder), and nothing written."""
+    from conftest import one_error_line
+
+    path = tmp_path / name
+    if content is None:
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("readme.txt", "not weights")
+    else:
+        path.write_bytes(content)
+    before = sorted(tmp_path.iterdir())
+    line = one_error_line(capsys, ["evaluate", "--checkpoint", str(path)])
+    assert f"{path} is {what}, not a ppo1 checkpoint" in line
+    assert "Agent.save" in line and "--model_name" not in line
+    assert sorted(tmp_path.iterdir()) == before

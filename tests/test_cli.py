@@ -416,4 +416,12 @@ def test_train_help_shows_each_flag_once_grouped_with_the_choices(tmp_path, cli)
     headings = re.findall(r"^(\S[^:\n]*):$", p.stdout, re.M)
     assert headings == ["options", *FLAG_GROUPS]
     assert "--preset {wallclock,ppo-paper,baselines-ppo1,mujoco,classic}" in p.stdout
-    assert "(wallclock: 2000000; ppo-paper, baselines-ppo1: 10000000;" in " ".join(p.stdout.split())
+    assert "(wallclock: 2M; ppo-paper, baselines-ppo1: 10M;" in " ".join(p.stdout.split())
+
+
+def test_train_help_fits_130_lines_at_80_columns(tmp_path, cli):
+    """Every flag, each on a line or two: a help that fits two screens."""
+    p = cli.run(["train", "--help"], tmp_path, env={"COLUMNS": "80"})
+    lines = p.stdout.splitlines()
+    assert p.returncode == 0 and max(map(len, lines)) <= 80
+    assert len(lines) <= 130, len(lines)

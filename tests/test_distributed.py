@@ -200,7 +200,6 @@ def _update_worker(rank: int, world: int, port: int, seg_path: str, out: str) ->
         values=part["values"],
         rewards=part["rewards"],
         dones=part["dones"],
-        last_values=part["last_values"][rank * n : (rank + 1) * n],
         advantages=part["advantages"],
         returns=part["returns"],
     )
@@ -214,7 +213,7 @@ def _update_worker(rank: int, world: int, port: int, seg_path: str, out: str) ->
     cfg = Config(
         optim_stepsize=1e-3, epsilon=0.1, ent_coef=0.01, optim_epochs=2, num_envs=n, optim_batchsize=T
     )
-    update(policy, opt, seg, cfg, 1.0, torch.Generator().manual_seed(0), d)
+    update(policy, opt, seg, cfg, 0, torch.Generator().manual_seed(0), d)
     if rank == 0:
         torch.save(policy.state_dict(), out)
     distributed.shutdown()

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from ppo1 import envs
-from ppo1.envs import VecEnv, make_gym_env, parse_env_name
+from ppo1 import envspec
+from ppo1.config import Config
+from ppo1.envs import VecEnv, make_gym_env
+from ppo1.envspec import parse_env_name
 from ppo1.errors import ConfigError
 from ppo1.policies import make_policy
 from ppo1.rollout import Rollout
@@ -307,9 +309,9 @@ gym.register("ppo1test/OutlivesLimit-v0", entry_point=EndsAt, max_episode_steps=
 
 @pytest.mark.parametrize("name, terminal", [("TerminatesAtLimit", True), ("OutlivesLimit", False)])
 def test_terminating_on_the_last_allowed_step_is_not_a_truncation(name, terminal):
-    envs._gym_ids.cache_clear()  # the test envs were registered after the first lookup
+    envspec._gym_ids.cache_clear()  # the test envs were registered after the first lookup
     env = VecEnv(parse_env_name(f"ppo1test/{name}-v0"), 2, seed=0)
-    policy = make_policy("mlp", env.observation_shape, env.num_actions, env.discrete)
+    policy = make_policy(Config(model_type="mlp"), env.observation_shape, env.num_actions, env.discrete)
     with torch.no_grad():  # V(final obs) = 5 everywhere, so a bootstrap would show in the reward
         policy.vf[-1].weight.zero_()
         policy.vf[-1].bias.fill_(5.0)
@@ -320,7 +322,8 @@ def test_terminating_on_the_last_allowed_step_is_not_a_truncation(name, terminal
         assert not any(s.dones.any() for s in raw)
         assert last.dones.all()
         assert last.truncated.tolist() == [not terminal] * 2
-        seg = Rollout(env, policy, LIMIT, gamma=0.9, device=torch.device("cpu")).collect()
+        cfg = Config(timesteps_per_actorbatch=LIMIT, gamma=0.9)
+        seg = Rollout(env, policy, cfg, device=torch.device("cpu")).collect()
     finally:
         env.close()
     assert seg.dones[LIMIT - 1].tolist() == [1.0, 1.0]

@@ -12,7 +12,7 @@ from conftest import one_error_line, run_cli
 
 from ppo1 import checkpoint
 from ppo1.agent import load_agent
-from ppo1.envs import default_protocol, parse_env_name
+from ppo1.envspec import default_protocol, parse_env_name
 from ppo1.evaluate import evaluate
 
 

@@ -43,8 +43,10 @@ def test_channels_last_network_computes_the_plain_losses():
     """The network always runs channels_last (faster on CPU); NCHW gives the same losses and grads."""
     from torch.distributions import Categorical
 
+    from ppo1.config import Config
     from ppo1.learner import ppo_loss
     from ppo1.policies import CnnPolicy
+    from ppo1.rollout import Batch
 
     torch.manual_seed(0)
     fast = CnnPolicy(4, 6, "large")
@@ -66,7 +68,8 @@ def test_channels_last_network_computes_the_plain_losses():
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         h = policy.torso(x)
         pd = Categorical(logits=policy.logits(h))
-        loss, _ = ppo_loss(pd, policy.value(h).squeeze(-1), actions, old, adv, ret, 0.1, 0.01)
+        batch = Batch(obs, actions, old, old, adv, ret)
+        loss, _ = ppo_loss(pd, policy.value(h).squeeze(-1), batch, 0.1, Config())
         grads = torch.autograd.grad(loss, list(policy.parameters()))
         return loss, grads
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import cli_env, read_progress, timesteps
 
-from ppo1.logger import MonitorWriter, drop_rows_after
+from ppo1.runfiles import MonitorWriter, drop_rows_after
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -97,6 +97,7 @@ def test_a_second_train_on_a_run_in_use_is_refused_and_the_first_stays_complete(
     assert plot.returncode == 0 and (tmp_path / "c.png").stat().st_size > 0, plot.stderr
     wait_for_iterations(run_dir, len(rows(run_dir / "progress.csv")) + 2, first)
     stop(first)
+    assert not (run_dir / "lock").exists()  # a clean exit takes its name off the folder
     # The first run wrote on to the same files, and they hold every iteration and game it counted.
     assert {n: (run_dir / n).stat().st_ino for n in inodes} == inodes
     assert_complete(run_dir)

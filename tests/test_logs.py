@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from ppo1.logger import PROGRESS, MonitorWriter, drop_rows_after, format_table, monitor_name
+from ppo1.logger import format_table
+from ppo1.runfiles import PROGRESS, MonitorWriter, drop_rows_after, monitor_name
 
 
 def read_monitor(path):

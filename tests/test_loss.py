@@ -9,12 +9,18 @@ from torch.distributions import Categorical
 
 from ppo1.config import Config
 from ppo1.learner import explained_variance, lr_multiplier
-from ppo1.learner import ppo_loss as ppo_loss_of_dist
+from ppo1.learner import ppo_loss as ppo_loss_of_batch
+from ppo1.rollout import Batch
 
 
-def ppo_loss(logits, *rest):
-    """The loss of a categorical policy with these logits."""
-    return ppo_loss_of_dist(Categorical(logits=logits), *rest)
+def ppo_loss(
+    logits, values, actions, old_log_probs, adv, returns, clip, ent_coef, vf_coef=1.0, old_values=None
+):  # noqa: E501
+    """The loss of a categorical policy with these logits and values on this batch; old_values: with
+    ppo2's value clipping."""
+    cfg = Config(ent_coef=ent_coef, vf_coef=vf_coef, clip_vloss=old_values is not None)
+    batch = Batch(torch.empty(0), actions, old_log_probs, old_values, adv, returns)
+    return ppo_loss_of_batch(Categorical(logits=logits), values, batch, clip, cfg)
 
 
 CLIP = 0.2
@@ -162,15 +168,15 @@ def one_update(**settings) -> tuple[dict, dict[str, torch.Tensor], list[float]]:
     advantages = 5.0 + 3.0 * torch.randn(T, N)
     advantages -= advantages.mean() - 5.0  # mean exactly 5
     zeros = torch.zeros(T, N)
-    seg = Segment(obs, actions, log_probs, values.reshape(T, N), zeros, zeros, torch.zeros(N))
-    seg.advantages, seg.returns = advantages, advantages + seg.values
+    values = values.reshape(T, N)
+    seg = Segment(obs, actions, log_probs, values, zeros, zeros, advantages, advantages + values)
     base = dict(optim_stepsize=1e-4, epsilon=0.1, ent_coef=0.0, optim_epochs=1, num_envs=N, optim_batchsize=T)
     cfg = Config(**(base | settings))
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.optim_stepsize)
     norms: list[float] = []
     grads = lambda: torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None])  # noqa: E731
     optimizer.register_step_pre_hook(lambda *_: norms.append(float(grads().norm())))
-    stats = update(policy, optimizer, seg, cfg, 1.0, torch.Generator().manual_seed(0))
+    stats = update(policy, optimizer, seg, cfg, 0, torch.Generator().manual_seed(0))
     return stats, {k: v.clone() for k, v in policy.state_dict().items()}, norms
 
 

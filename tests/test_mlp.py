@@ -17,7 +17,8 @@ import torch.multiprocessing as mp
 
 from ppo1 import distributed
 from ppo1.config import resolve
-from ppo1.envs import VecEnv, parse_env_name
+from ppo1.envs import VecEnv
+from ppo1.envspec import parse_env_name
 from ppo1.policies import MlpPolicy, RunningMeanStd
 
 MLP_TINY = ["--num_envs", "2", "--timesteps_per_actorbatch", "64", "--optim_batchsize", "16"]

@@ -15,8 +15,8 @@ import pytest
 from conftest import one_error_line
 from matplotlib.collections import PolyCollection
 
-from ppo1.logger import MonitorWriter, drop_rows_after, monitor_name
 from ppo1.plot import group_name, load_run, plot_runs
+from ppo1.runfiles import MonitorWriter, drop_rows_after, monitor_name
 
 
 def write_run(run_dir: Path, seed: int, games: int = 200, ranks: int = 1) -> None:

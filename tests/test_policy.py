@@ -171,7 +171,7 @@ def test_new_observation_statistics_make_the_stored_log_probs_stale():
     """MlpPolicy: update_obs_stats changes the network's input, so log_probs_now differs from the
     log-probs stored at collection time and equals the policy's own with the new statistics; frames
     (CnnPolicy) have no statistics and nothing changes."""
-    from ppo1.policies import log_probs_now
+    from ppo1.learner import log_probs_now
     from ppo1.rollout import Segment
 
     torch.manual_seed(0)
@@ -181,7 +181,7 @@ def test_new_observation_statistics_make_the_stored_log_probs_stale():
     actions, log_probs, values = policy.act(obs.reshape(T * N, 5))
     zeros = torch.zeros(T, N)
     seg = Segment(
-        obs, actions.reshape(T, N), log_probs.reshape(T, N), values.reshape(T, N), zeros, zeros, zeros[0]
+        obs, actions.reshape(T, N), log_probs.reshape(T, N), values.reshape(T, N), zeros, zeros, zeros, zeros
     )
     assert policy.update_obs_stats(seg.obs) is True
     now = log_probs_now(policy, seg)

@@ -67,3 +67,24 @@ def test_ctrl_c_ends_with_the_saved_line_and_a_resume_keeps_the_clock(tmp_path, 
     resumed = second[second.index("resuming") :]
     clocks = [int(m) * 60 + int(s) for m, s in CLOCK.findall(resumed)]
     assert clocks and clocks[0] >= int(trained), (trained, resumed[:500])
+
+
+def test_the_bar_shows_this_sessions_rate_and_the_runs_clock():
+    """A resumed run (500 s trained before, from step 100) that made 200 steps in 10 s of this
+    session: 20 steps/s, 35 s left for the 700 steps to go, and the clock at 08:30, at every refresh
+    including the last one, when the run stops."""
+    import io
+
+    from ppo1.logger import RunBar
+
+    out = io.StringIO()
+    bar = RunBar(total=1000, initial=100, trained=500.0, unit="step", file=out, mininterval=0, ascii=True)
+    bar.start_t -= 10.0
+    bar.last_print_t = bar.start_t
+    bar.update(200)
+    values = bar.format_dict
+    assert values["rate"] == pytest.approx(20.0, rel=0.01)
+    assert values["elapsed"] == pytest.approx(510.0, abs=0.5)
+    bar.close()
+    last = out.getvalue().split("\r")[-1]
+    assert "[08:30<00:35, 20.00step/s]" in last, last

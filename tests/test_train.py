@@ -41,7 +41,7 @@ def load(run_dir):
 
 
 def test_same_seed_same_result(tmp_path, cli):
-    counters = start(overrides(tmp_path / "a"))
+    _, counters = start(overrides(tmp_path / "a"))
     assert (counters.timesteps, counters.iterations) == (128, 2)
     start(overrides(tmp_path / "b"))
     start(overrides(tmp_path / "c", seed=1))
@@ -157,10 +157,11 @@ def test_a_run_counts_its_resumes(tmp_path, capsys):
 
 def test_finished_run_does_nothing_more(tmp_path, cli, capsys):
     start(overrides(tmp_path, env_steps=64))
+    assert not (tmp_path / "run" / "lock").exists()  # a clean exit leaves no holder's name behind
     before = load(tmp_path / "run")
     rows = cli.progress(tmp_path / "run")
     capsys.readouterr()
-    counters = start(overrides(tmp_path, env_steps=64))
+    _, counters = start(overrides(tmp_path, env_steps=64))
     assert "resuming" in capsys.readouterr().out
     assert counters.timesteps == 64 and counters.iterations == 1
     assert cli.progress(tmp_path / "run") == rows
@@ -355,7 +356,7 @@ def test_fresh_twice_in_one_second_keeps_both_old_folders(tmp_path):
 def test_config_json_records_what_the_run_used(tmp_path):
     """config.json names the run folder, the device and the thread counts picked on this machine;
     the checkpoint keeps auto / 0, so a resume on another machine picks them again."""
-    from ppo1.envs import default_threads
+    from ppo1.device import default_threads
 
     run = overrides(tmp_path, device="auto", torch_threads=0, env_threads=0, env_steps=64)
     del run["model_name"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ppo1.envs import EVAL_SEED
+from ppo1.envspec import EVAL_SEED
 
 EVAL = ["--eval_interval", "2", "--eval_episodes", "2"]
 
@@ -94,7 +94,8 @@ def test_capture_video_needs_eval_interval(capsys, tmp_path, monkeypatch):
 def test_logger_widens_progress_csv_for_a_new_column(tmp_path):
     """A column first logged later (an evaluation, or a resumed run with new flags) rewrites the
     header; earlier rows get blanks there."""
-    from ppo1.logger import PROGRESS, Logger
+    from ppo1.logger import Logger
+    from ppo1.runfiles import PROGRESS
 
     log = Logger(tmp_path, 100, 0)
     log.dump({"a": 1, "b": 2.5}, 1)

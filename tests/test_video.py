@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from conftest import one_error_line, run_cli
 
-from ppo1.envs import make_gym_env, parse_env_name
+from ppo1.envs import make_gym_env
+from ppo1.envspec import parse_env_name
 
 WROTE = re.compile(r"wrote (\S+) \(score (-?\d+), (\d+) agent steps, (\d+) frames\)")
 

@@ -22,7 +22,8 @@ import torch
 from ale_py.vector_env import AutoresetMode
 
 from ppo1.agent import ActionPicker, load_agent
-from ppo1.envs import FRAME_SKIP, MAX_FRAMES, VecEnv, parse_env_name
+from ppo1.envs import VecEnv
+from ppo1.envspec import FRAME_SKIP, MAX_FRAMES, parse_env_name
 
 GREEN, WHITE = np.array([92, 186, 92]), np.array([236, 236, 236])  # the agent's paddle, the ball
 TOP_WALL = 36  # paddle top row at most this: pressed against the top wall, partly hidden under it
