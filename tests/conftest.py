@@ -10,25 +10,31 @@ from pathlib import Path
 
 import pytest
 
-# The smallest settings that still exercise every part of an iteration: 2 envs x 32 steps = 64
-# agent steps per iteration, minibatches of 2 x 8 samples, one thread each for torch and ale-py.
-TINY = [
-    "--num_envs",
-    "2",
-    "--timesteps_per_actorbatch",
-    "32",
-    "--optim_batchsize",
-    "8",
-    "--model_type",
-    "small",
-    "--torch_threads",
-    "1",
-    "--env_threads",
-    "1",
-    "--device",
-    "cpu",
-]
+# The one tiny config of the suite: the smallest settings that still exercise every part of an
+# iteration: 2 envs x 32 steps = 64 agent steps per iteration, minibatches of 2 x 8 samples, the small
+# network, one thread each for torch and ale-py. TINY_CONFIG for start() in this process, TINY for
+# the command line.
+TINY_CONFIG = dict(
+    num_envs=2,
+    timesteps_per_actorbatch=32,
+    optim_batchsize=8,
+    model_type="small",
+    torch_threads=1,
+    env_threads=1,
+    device="cpu",
+)
+TINY = [word for k, v in TINY_CONFIG.items() for word in (f"--{k}", str(v))]
 BATCH = 64  # agent steps per iteration with TINY
+
+
+class Exploit:
+    """A pickle payload: unpickling it runs `touch MARKER` (what weights_only loading must refuse)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
 def cli_env() -> dict[str, str]:
@@ -103,10 +109,7 @@ def cli():
     return Helpers
 
 
-TRAIN_TINY = [
-    "train", "--env_steps", "256", "--num_envs", "2", "--timesteps_per_actorbatch", "64",
-    "--optim_batchsize", "16", "--model_type", "small", "--torch_threads", "1", "--env_threads", "1",
-]  # fmt: skip
+TRAIN_TINY = ["train", *TINY, "--env_steps", "256"]
 
 
 @pytest.fixture(scope="session")

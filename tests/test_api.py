@@ -26,13 +26,25 @@ def readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(readme_example(), "README.md", "exec"), {})
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     rows = (tmp_path / "checkpoints" / "CartPole-classic" / "progress.csv").read_text().splitlines()
     assert len(rows) == 1 + 4  # the header, then 4 iterations of 8 x 128 steps
-    assert 8.0 <= float(printed) <= 500.0  # a CartPole-v1 return: 8 steps at least, 500 at most
+    # What it printed is the mean of the 5 games `ppo1 evaluate` plays with the saved agent...
+    saved = run_cli(
+        ["evaluate", "--checkpoint", "checkpoints/cartpole-agent.pt", "--episodes", "5", "--json", "t.json"],
+        tmp_path,
+    )
+    assert saved.returncode == 0, saved.stderr
+    assert float(printed) == json.loads((tmp_path / "t.json").read_text())["mean"]
+    # ... and the 4096 steps taught it something: an untrained policy scores less in the same games.
+    untrained = ["--env_name", "CartPole-v1", "--model_name", "untrained", "--allow_random"]
+    p = run_cli(["evaluate", *untrained, "--episodes", "5", "--json", "r.json"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert float(printed) > json.loads((tmp_path / "r.json").read_text())["mean"]
 
 
 @pytest.mark.slow
@@ -95,6 +107,7 @@ def test_train_takes_a_config_and_resumes(tmp_path):
     assert (agent.cfg.preset, agent.cfg.model_type, agent.cfg.optim_stepsize) == ("classic", "mlp", 1e-3)
 
 
+@pytest.mark.slow
 def test_a_saved_agent_holds_weights_and_config_only_and_plays_the_same_games(tiny, tmp_path, cli):
     """Agent.save, to ship an agent: the weights, the config it trained under and its step count,
     nothing of the optimizer; it plays the same games as the run folder's checkpoint, from Python and

@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from conftest import Exploit, one_error_line
 
 from ppo1 import checkpoint
 from ppo1.errors import ConfigError
@@ -140,16 +141,6 @@ def test_random_bytes_any(tmp_path):
     assert escaped == []
 
 
-class Exploit:
-    """Unpickling this would run `touch MARKER`."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("how", ["torch.save", "pickle"])
 def test_malicious_pickle_is_refused_without_running_code(tmp_path, how):
     marker = tmp_path / "MARKER"
@@ -200,7 +191,6 @@ def test_check_compatible(tmp_path):
 def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is(tmp_path, capsys, name, content, what):
     """`ppo1 evaluate --checkpoint FILE` of a file that is no checkpoint: one line naming the file and
     what it is, with advice for a file (not for a run folder), and nothing written."""
-    from conftest import one_error_line
 
     path = tmp_path / name
     if content is None:

@@ -1,18 +1,16 @@
 """The ppo1 command line: bad input gives one line and exit 2, writes nothing; flags; presets."""
 
-import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 import torch
-from conftest import cli_env, one_error_line
+from conftest import TINY, TINY_CONFIG, Exploit, one_error_line, snapshot
 
 from ppo1.cli import build_parser, main
 from ppo1.config import PRESETS, Config, resolve
@@ -66,16 +64,6 @@ def fewer_actions(cwd, real):
 
 def not_ppo1(cwd, real):
     torch.save({"weights": torch.zeros(3)}, mine(cwd))
-
-
-class Exploit:
-    """Unpickling this runs `touch MARKER`."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def code_in_torch_save(cwd, real):
@@ -163,7 +151,7 @@ BAD_INPUT = {
     "checkpoint of another observation shape": Case(
         [*RUN, "--no_frame_stacking"], "frame stacking True, not False", copy
     ),
-    "checkpoint with another action count": Case(RUN, ("4 actions", "has 6"), fewer_actions),
+    "checkpoint with another action count": Case(RUN, "actions 4, not 6", fewer_actions),
     "checkpoint truncated": Case(RUN, ("cannot load checkpoint", "--fresh"), truncated),
     "checkpoint damaged": Case(RUN, ("cannot load checkpoint", "CRC", "--fresh"), damaged),
     "checkpoint not of ppo1": Case(RUN, "not a ppo1 checkpoint", not_ppo1),
@@ -184,74 +172,90 @@ BAD_INPUT = {
 
 
 @pytest.fixture(scope="module")
-def bad_input_runs(tmp_path_factory, cli):
-    """Run every BAD_INPUT case as its own `python -m ppo1 ...` in its own folder, two at a time
-    (a process that gets as far as loading a checkpoint spends ~3 s importing torch).
-    Returns case -> (process, folder, before, after)."""
-    cases = [c for c in BAD_INPUT if not (c == "no cuda" and torch.cuda.is_available())]
-    cases.sort(key=lambda c: BAD_INPUT[c].setup is not None)  # these wait for the real checkpoint
-    real_root = tmp_path_factory.mktemp("real")
-    without = tmp_path_factory.mktemp("without")  # on PYTHONPATH: modules that fail to import
-    for module in {m for c in cases for m in BAD_INPUT[c].without}:
-        message = f"No module named {module!r}"  # what Python says of a package not installed
-        (without / f"{module}.py").write_text(f"raise ModuleNotFoundError({message!r}, name={module!r})\n")
+def real_checkpoint(tmp_path_factory) -> Path:
+    """64 steps of Pong on the small network, trained in this process: the cases' checkpoints start
+    from it."""
+    from ppo1.launch import start
 
-    def real_checkpoint() -> Path:
-        p = cli.run(["train", *cli.TINY, "--env_steps", "64", "--model_name", "pong"], real_root)
-        assert p.returncode == 0, p.stderr[-2000:]
-        return real_root / "checkpoints" / "pong" / "checkpoint.pt"
-
-    def one(case):
-        c = BAD_INPUT[case]
-        cwd = tmp_path_factory.mktemp("bad")
-        (cwd / "blocker").write_text("a regular file, not a folder\n")
-        if c.setup is not None:
-            c.setup(cwd, real.result())
-        before = cli.snapshot(cwd)
-        argv = [c.command, *cli.TINY, "--env_steps", "64"] if c.command == "train" else [c.command]
-        env = cli_env() | ({"PYTHONPATH": str(without)} if c.without else {})
-        p = subprocess.run(
-            [sys.executable, "-m", "ppo1", *argv, *c.flags],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
-        )
-        return case, (p, cwd, before, cli.snapshot(cwd))
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        real = pool.submit(real_checkpoint)  # first in the queue: no case waits on a queued task
-        return dict(pool.map(one, cases))
+    root = tmp_path_factory.mktemp("real")
+    start({**TINY_CONFIG, "env_steps": 64, "checkpoint_dir": str(root), "model_name": "pong"})
+    return root / "pong" / "checkpoint.pt"
 
 
-@pytest.mark.slow
+def run_case(case: str, cwd: Path, real: Path, monkeypatch, capsys) -> tuple[int, str, str, dict, dict]:
+    """BAD_INPUT[case] as `ppo1 ...` in this process, in its own folder: (exit status, stdout, stderr,
+    the folder before, after). An extra "not installed" is a module that fails to import."""
+    c = BAD_INPUT[case]
+    (cwd / "blocker").write_text("a regular file, not a folder\n")
+    if c.setup is not None:
+        c.setup(cwd, real)
+    before = snapshot(cwd)
+    for module in c.without:
+        monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+    monkeypatch.chdir(cwd)
+    argv = [c.command, *TINY, "--env_steps", "64"] if c.command == "train" else [c.command]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, *c.flags])
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err, before, snapshot(cwd)
+
+
 @pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_one_line_exit_2_nothing_written(case, bad_input_runs):
-    if case not in bad_input_runs:
+def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path, real_checkpoint, monkeypatch, capsys):
+    """In this process (no process boundary is under test here; see the real-process cases below)."""
+    if case == "no cuda" and torch.cuda.is_available():
         pytest.skip("a CUDA device is available here")
     c = BAD_INPUT[case]
-    p, cwd, before, after = bad_input_runs[case]
-    assert p.returncode == 2, (p.stdout, p.stderr)
-    assert "Traceback" not in p.stderr + p.stdout
-    lines = p.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].strip(), p.stderr
+    code, out, err, before, after = run_case(case, tmp_path, real_checkpoint, monkeypatch, capsys)
+    assert code == 2, (out, err)
+    assert "Traceback" not in err + out
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].strip(), err
     assert lines[0].startswith(f"ppo1 {c.command}: error: ")
     for text in (c.says,) if isinstance(c.says, str) else c.says:
         assert text in lines[0]
-    assert p.stdout == ""
+    assert out == ""
     assert after == before
-    assert not (cwd / "MARKER").exists()
+    assert not (tmp_path / "MARKER").exists()
     if c.carries_code:  # the code was really there: loaded without weights_only, it runs
-        torch.load(cwd / "checkpoints" / "mine" / "checkpoint.pt", weights_only=False)
-        assert (cwd / "MARKER").exists()
+        torch.load(tmp_path / "checkpoints" / "mine" / "checkpoint.pt", weights_only=False)
+        assert (tmp_path / "MARKER").exists()
 
 
-def test_bad_input_covers_the_issue():
-    """At least 25 cases, and every numeric flag of `ppo1 train` has a wrong type and a wrong range."""
-    assert len(BAD_INPUT) >= 25
+# The same through a real `python -m ppo1` process, for a few cases: what a user's shell sees, with
+# the interpreter's own start-up and teardown.
+IN_A_PROCESS = ["unknown flag", "checkpoint damaged", "capture_video, video extra not installed"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", IN_A_PROCESS)
+def test_bad_input_in_a_real_process(case, tmp_path, real_checkpoint, cli):
+    c = BAD_INPUT[case]
+    (tmp_path / "blocker").write_text("a regular file, not a folder\n")
+    if c.setup is not None:
+        c.setup(tmp_path, real_checkpoint)
+    without = tmp_path.parent / f"{tmp_path.name}-without"  # on PYTHONPATH: modules that fail to import
+    without.mkdir()
+    for module in c.without:
+        message = f"No module named {module!r}"  # what Python says of a package not installed
+        (without / f"{module}.py").write_text(f"raise ModuleNotFoundError({message!r}, name={module!r})\n")
+    before = cli.snapshot(tmp_path)
+    argv = [c.command, *TINY, "--env_steps", "64"] if c.command == "train" else [c.command]
+    p = cli.run([*argv, *c.flags], tmp_path, env={"PYTHONPATH": str(without)} if c.without else None)
+    assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ppo1 {c.command}: error: ")
+    assert all(text in lines[0] for text in ((c.says,) if isinstance(c.says, str) else c.says))
+    assert cli.snapshot(tmp_path) == before
+
+
+def test_every_numeric_flag_has_a_wrong_type_and_a_wrong_range_case():
+    """The table above covers every int and float field of Config (a new one needs its two cases)."""
     numeric = {f"--{f.name}" for f in fields(Config) if f.type in ("int", "float", int, float)}
     assert numeric == set(NUMERIC)
+    for flag in NUMERIC:
+        assert f"{flag} wrong type" in BAD_INPUT and f"{flag} out of range" in BAD_INPUT
 
 
 def test_no_subcommand(tmp_path, cli):
@@ -425,3 +429,25 @@ def test_train_help_fits_130_lines_at_80_columns(tmp_path, cli):
     lines = p.stdout.splitlines()
     assert p.returncode == 0 and max(map(len, lines)) <= 80
     assert len(lines) <= 130, len(lines)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        [],
+        ["train", "--help"],
+        ["evaluate", "--help"],
+        ["train", "--gamma", "abc"],
+        ["play", "--x"],
+    ],
+)
+def test_help_and_usage_errors_load_neither_torch_nor_ale_py(argv):
+    """`ppo1 --help`, bare `ppo1`, a command's help and a usage error answer before torch, ale-py or
+    gymnasium are imported: at Python's start-up speed (the handlers load them after parsing)."""
+    code = (
+        "import sys\nfrom ppo1.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print('loaded:', sorted(m for m in ('torch', 'ale_py', 'gymnasium', 'numpy') if m in sys.modules))"
+    )
+    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert p.stdout.splitlines()[-1] == "loaded: []", p.stdout[-500:] + p.stderr[-500:]

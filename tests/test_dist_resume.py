@@ -17,15 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BATCH, TINY
 
 from ppo1 import checkpoint
 
-# 2 envs x 32 steps = 64 agent steps per rank and iteration; one thread per process (2 cores here).
-FLAGS = [
-    "--num_envs", "2", "--timesteps_per_actorbatch", "32", "--optim_batchsize", "16",
-    "--torch_threads", "1", "--env_threads", "1", "--device", "cpu", "--dist_timeout", "20",
-]  # fmt: skip
-BATCH = 64  # agent steps per rank and iteration with FLAGS
+# conftest's TINY: 2 envs x 32 steps = 64 agent steps per rank and iteration; one thread per process.
+FLAGS = [*TINY, "--dist_timeout", "20"]
 RESUMING = re.compile(
     r"^resuming \S+ at step (\d+) \(iteration (\d+), resume \d+\)(?:; changed: (.*))?$", re.M
 )

@@ -99,6 +99,7 @@ def test_evaluate_machado_protocol_deterministic(tiny, tmp_path):
     assert "sticky actions 0.25" in r.stdout
 
 
+@pytest.mark.slow
 def test_random_agent_scores_about_minus_20_7_on_pong(tmp_path):
     """--allow_random: an untrained policy (near-uniform actions) loses Pong about 21-0.3."""
     out = tmp_path / "random.json"
@@ -160,6 +161,7 @@ def test_bad_values_are_refused_before_anything_is_written(capsys, tiny, tmp_pat
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_json_alone_lands_under_the_agents_name_in_asset_dir(paper_run, tiny, tmp_path):
     """--json with no file: <asset_dir>/<agent name>/eval-<protocol>-step-<step>.json, the agent
     name being a checkpoint file's own (a shipped agent), not the run that trained it; nothing else

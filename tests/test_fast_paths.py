@@ -9,18 +9,12 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY_CONFIG
 
 from ppo1.launch import start
 
-TINY = dict(
-    preset="ppo-paper",
-    env_steps=512,
-    num_envs=4,
-    timesteps_per_actorbatch=64,
-    optim_batchsize=16,
-    torch_threads=1,
-    env_threads=1,
-)
+# conftest's tiny config with 4 envs, so that 2 groups of 2 can step in turn.
+TINY = dict(TINY_CONFIG, preset="ppo-paper", env_steps=512, num_envs=4, timesteps_per_actorbatch=64)
 
 
 def final_params(tmp_path, **kw) -> dict[str, torch.Tensor]:
@@ -28,6 +22,7 @@ def final_params(tmp_path, **kw) -> dict[str, torch.Tensor]:
     return torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_overlapped_env_groups_train_like_the_serial_loop(tmp_path):
     serial = final_params(tmp_path / "serial", env_groups=1)
     overlapped = final_params(tmp_path / "overlapped", env_groups=2)

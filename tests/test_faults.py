@@ -8,12 +8,11 @@ import subprocess
 import sys
 import time
 
+import conftest
+import pytest
 import torch
 
-TINY = [
-    "--num_envs", "2", "--timesteps_per_actorbatch", "32", "--optim_batchsize", "16",
-    "--torch_threads", "1", "--env_threads", "1", "--save_interval", "1",
-]  # fmt: skip
+TINY = [*conftest.TINY, "--save_interval", "1"]
 
 
 def wait_for(path, timeout=90.0):
@@ -53,6 +52,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
 
+@pytest.mark.slow
 def test_a_failing_disk_keeps_the_last_checkpoint(tmp_path):
     """Writes past 200 kB fail at the OS level (RLIMIT_FSIZE), as on a full disk."""
     run = [sys.executable, "-m", "ppo1", "train", *TINY, "--checkpoint_dir", str(tmp_path)]
@@ -72,6 +72,7 @@ def test_a_failing_disk_keeps_the_last_checkpoint(tmp_path):
     assert torch.load(ckpt, weights_only=True)["counters"]["timesteps"] == 64
 
 
+@pytest.mark.slow
 def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path):
     """NaN in the optimizer state (what a diverging run leaves) makes the first update's weights
     NaN: the run stops with one line naming the iteration, exit 1, and does not save over the last
@@ -96,6 +97,7 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path):
     assert "TimestepsSoFar" not in p.stdout  # the bad iteration was not logged either
 
 
+@pytest.mark.slow
 def test_nan_weights_in_a_checkpoint_are_refused(tmp_path):
     """A checkpoint whose weights hold NaN or inf (saved by hand, or by another tool) cannot act:
     refused at start with one line, exit 2, nothing changed."""

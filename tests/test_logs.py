@@ -106,6 +106,7 @@ def test_resume_survives_a_torn_last_line(tmp_path, torn):
     assert [float(r["t"]) for r in read_monitor(tmp_path / "monitor.csv")[2]] == [1.5]
 
 
+@pytest.mark.slow
 def test_after_a_resume_tensorboard_holds_every_step_of_progress_csv_once(tmp_path, cli):
     """A resume drops the TensorBoard events logged after its checkpoint, not the checkpoint's own
     step, which progress.csv keeps; kill -9 after a save leaves later events to drop too."""

@@ -192,6 +192,7 @@ def test_continuous_actions_are_clipped_on_the_way_to_the_env():
     env.close()
 
 
+@pytest.mark.slow
 def test_mlp_checkpoint_resumes_with_its_normalizer(tmp_path, cli):
     """The observation statistics are saved in the checkpoint and grow from there on resume."""
     base = ["train", "--env_name", "Pendulum-v1", *MLP_TINY, "--checkpoint_dir", str(tmp_path)]
@@ -210,6 +211,7 @@ def test_mlp_checkpoint_resumes_with_its_normalizer(tmp_path, cli):
     assert not torch.equal(first["ob_rms.sum"], second["ob_rms.sum"])
 
 
+@pytest.mark.slow
 def test_evaluate_and_movie_for_an_mlp_agent(tmp_path, cli):
     base = ["--env_name", "CartPole-v1", "--checkpoint_dir", str(tmp_path)]
     p = cli.run(["train", *base, *MLP_TINY, "--env_steps", "128"], tmp_path)

@@ -39,6 +39,7 @@ def untrained(agent: Agent, seed: int, tmp_path: Path) -> Agent:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_a_shipped_agent_is_plain_data_and_beats_an_untrained_network(name, tmp_path):
     margin = SHIPPED[name]

@@ -6,6 +6,7 @@ import time
 
 import pytest
 import torch
+from conftest import TINY_CONFIG
 
 from ppo1 import checkpoint
 from ppo1.checkpoint import Counters
@@ -18,22 +19,9 @@ GAME = "BreakoutNoFrameskip-v4"  # random play ends Breakout games in ~100-400 s
 
 
 def overrides(checkpoint_dir, **kw):
-    base = dict(
-        env_name="PongNoFrameskip-v4",
-        num_envs=2,
-        timesteps_per_actorbatch=32,
-        optim_batchsize=8,
-        env_steps=128,
-        model_type="small",
-        torch_threads=1,
-        env_threads=1,
-        device="cpu",
-        checkpoint_dir=str(checkpoint_dir),
-        model_name="run",
-        save_interval=1,
-        seed=0,
-    )
-    return base | kw
+    """conftest's tiny config on Pong, 2 iterations, a checkpoint after each, in run folder `run`."""
+    base = dict(TINY_CONFIG, env_name="PongNoFrameskip-v4", env_steps=128, save_interval=1, seed=0)
+    return base | dict(checkpoint_dir=str(checkpoint_dir), model_name="run") | kw
 
 
 def load(run_dir):
@@ -89,6 +77,7 @@ def test_one_iteration_counts_logs_and_saves(tmp_path, cli):
     )
 
 
+@pytest.mark.slow
 def test_wallclock_preset_takes_eight_times_the_gradient_steps_on_the_large_network(tmp_path):
     """One iteration of 8 envs x 128 steps, 3 epochs: ppo-paper's minibatches of 256 make 12 Adam
     steps of the small (A3C) network, the wallclock preset's minibatches of 32 make 96 of the large

@@ -48,6 +48,7 @@ def test_eval_scores_in_progress_csv_and_tensorboard(runs, cli):
     assert "EvalRewMean" not in cli.progress(root / "plain")[0]
 
 
+@pytest.mark.slow
 def test_eval_score_is_what_ppo1_evaluate_gets_with_the_eval_seed(runs, cli, tmp_path):
     """The last evaluation ran on the final weights: `ppo1 evaluate` with the documented seed replays
     the same games and gets the same mean."""

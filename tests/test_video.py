@@ -48,18 +48,19 @@ def test_movie_mp4_decodes_with_one_frame_per_step(tiny, tmp_path):
     meta = reader.get_meta_data()
     assert meta["codec"] == "h264"
     assert meta["fps"] == pytest.approx(15.0)
-    count, first, middle = 0, None, None
+    count, first, later = 0, None, []
     for frame in reader:  # streamed: the file is read back frame by frame
         if count == 0:
             first = frame
-        if count == steps // 2:
-            middle = frame
+        if count in (steps // 4, steps // 2, 3 * steps // 4):
+            later.append(frame)
         count += 1
     reader.close()
     assert count == frames
     assert first.shape == (420, 320, 3)  # 160x210 at the default scale 2
-    assert first.std() > 10 and middle.std() > 10  # not a blank screen
-    assert np.abs(first.astype(int) - middle.astype(int)).mean() > 0.5  # the game moves
+    assert first.std() > 10 and all(f.std() > 10 for f in later)  # not a blank screen
+    # The game moves: the paddles, the ball and the score differ from the first screen.
+    assert max(np.abs(first.astype(int) - f.astype(int)).mean() for f in later) > 0.5
     # In colour: Pong's field is brown (red > blue), its paddles orange and green.
     assert np.abs(first[..., 0].astype(int) - first[..., 2].astype(int)).mean() > 30
     # The first frame is the game's own first screen (H.264 is lossy: compare on average).
@@ -67,6 +68,7 @@ def test_movie_mp4_decodes_with_one_frame_per_step(tiny, tmp_path):
     assert np.abs(first.astype(int) - expected.astype(int)).mean() < 6
 
 
+@pytest.mark.slow
 def test_movie_gif_has_exact_colours(tiny, tmp_path):
     assets = tmp_path / "assets"
     args = ["movie", "--checkpoint_dir", str(tiny), "--model_name", "tiny", "--asset_dir", str(assets)]
@@ -108,6 +110,7 @@ def test_movie_without_checkpoint_writes_nothing(capsys, tmp_path):
     assert not assets.exists()
 
 
+@pytest.mark.slow
 def test_movie_max_frames_writes_the_start_of_the_same_game(tiny, tmp_path):
     """--max_frames 40: the first 40 frames of the game the whole movie shows (the same seed), named
     with the whole game's score and -first40; a limit longer than the game changes nothing."""
