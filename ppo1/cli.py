@@ -12,7 +12,7 @@ import sys
 import textwrap
 from dataclasses import MISSING, fields
 
-from ppo1.config import CHOICES, PRESETS, Config
+from ppo1.config import CHOICES, DEVICES, PRESETS, Config
 from ppo1.envspec import PROTOCOLS
 from ppo1.errors import ConfigError, RankFailure, SaveError
 from ppo1.options import AgentOptions
@@ -74,6 +74,7 @@ def field_docs(record: type) -> dict[str, str]:
 
 
 METAVARS = {"int": "N", "float": "X", "str": "NAME"}
+FLAG_CHOICES = {**CHOICES, "device": DEVICES}  # what --help lists; the values are checked where used
 
 
 def _int(text: str) -> int:
@@ -163,8 +164,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._Arg
                 dest=name,
                 type={"int": _int, "float": _float}.get(str(f.type), str),
                 default=None,
-                choices=CHOICES.get(name),
-                metavar=None if name in CHOICES else METAVARS[str(f.type)],
+                choices=FLAG_CHOICES.get(name),
+                metavar=None if name in FLAG_CHOICES else METAVARS[str(f.type)],
                 help=help_text,
             )
     return groups
@@ -194,7 +195,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, episodes: int) -> None:
     """The flags that find a run (as `ppo1 train` spells them) and play an agent's games: one per
     AgentOptions field, help from its docstring."""
     docs = field_docs(AgentOptions)
-    choices = {**CHOICES, "protocol": tuple(PROTOCOLS)}
+    choices = {**FLAG_CHOICES, "protocol": tuple(PROTOCOLS)}
     for f in fields(AgentOptions):
         default = episodes if f.name == "episodes" else f.default
         help_text = docs[f.name] + (

@@ -203,8 +203,8 @@ CHOICES = {  # of Config's fields
     "schedule": ("linear", "constant"),
     "model_type": ("small", "large", "mlp"),
     "init": ("normc", "orthogonal"),
-    "device": ("auto", "cpu", "cuda"),
 }
+DEVICES = ("auto", "cpu", "cuda")  # --device: checked where the device is picked (device.pick_device)
 
 
 def resolve(overrides: dict, base: dict | None = None) -> Config:

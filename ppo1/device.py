@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from ppo1.config import DEVICES
 from ppo1.errors import ConfigError
 
 
@@ -17,8 +18,8 @@ def pick_device(name: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be one of auto, cpu, cuda, got {name!r}")
+    if name not in DEVICES:
+        raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}")
     return torch.device(name)
 
 
