@@ -10,7 +10,7 @@
 # Every check runs the default preset, whatever it is; run folders are found, not named.
 # Run from the repository root with the project installed: bash benchmarks/gpu_check.sh
 # A dry run of the script itself on a CPU (tests/test_gpu_check.py):
-#   DEVICE=cpu PONG_SECONDS=20 PHASE_SECONDS=1 NUM_ENVS=2 HORIZON=32 bash benchmarks/gpu_check.sh
+#   DEVICE=cpu PONG_SECONDS=10 PHASE_SECONDS=1 LOOP_SECONDS=4 NUM_ENVS=2 HORIZON=32 bash benchmarks/gpu_check.sh
 # Results: JSON files under $OUT (default gpu-check/), summary.json beside them. Exits non-zero
 # if a check fails; the checks after it still run.
 set -uo pipefail
@@ -21,6 +21,8 @@ PONG_SECONDS="${PONG_SECONDS:-300}"
 PHASE_SECONDS="${PHASE_SECONDS:-5}"
 NUM_ENVS="${NUM_ENVS:-8}"  # envs per process in (a) and (b); (a) also runs 4x as many
 HORIZON="${HORIZON:-128}"  # steps per env per iteration in (b)
+LOOP_SECONDS="${LOOP_SECONDS:-}"  # seconds of throughput.py's real loop (default: its own)
+LOOP=(${LOOP_SECONDS:+--loop_seconds "$LOOP_SECONDS"})
 mkdir -p "$OUT"
 WORK="$(mktemp -d)"
 status=0
@@ -35,10 +37,10 @@ fi
 # (a) throughput on the GPU
 note "(a) throughput, the default preset, $NUM_ENVS envs"
 python benchmarks/throughput.py --device "$DEVICE" --num_envs "$NUM_ENVS" --timesteps_per_actorbatch "$HORIZON" \
-  --seconds "$PHASE_SECONDS" --json "$OUT/throughput-default.json" 2>&1 | tee -a "$OUT/log.txt" || status=1
+  --seconds "$PHASE_SECONDS" "${LOOP[@]}" --json "$OUT/throughput-default.json" 2>&1 | tee -a "$OUT/log.txt" || status=1
 note "(a) throughput, the default preset, $((4 * NUM_ENVS)) envs"
 python benchmarks/throughput.py --device "$DEVICE" --num_envs "$((4 * NUM_ENVS))" --timesteps_per_actorbatch "$HORIZON" \
-  --seconds "$((2 * PHASE_SECONDS))" --json "$OUT/throughput-4x-envs.json" 2>&1 | tee -a "$OUT/log.txt" || status=1
+  --seconds "$((2 * PHASE_SECONDS))" "${LOOP[@]}" --json "$OUT/throughput-4x-envs.json" 2>&1 | tee -a "$OUT/log.txt" || status=1
 
 # (b) 2 ranks: start, stop, resume, bit-exact check after every iteration
 note "(b) torchrun, 2 ranks, 3 iterations then resumed for 3 more"

@@ -178,11 +178,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument(
+        "--loop_seconds", type=float, help="seconds of the real loop (default: 3 x --seconds, at least 20)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--phases_json", type=Path, help=argparse.SUPPRESS)  # the child processes
     add_config_flags(parser)
     args = parser.parse_args()
-    own = ("seconds", "json", "phases_json")
+    own = ("seconds", "loop_seconds", "json", "phases_json")
     overrides = {k: v for k, v in vars(args).items() if v is not None and k not in own}
     cfg = resolve(overrides)
     if args.phases_json:
@@ -194,7 +197,7 @@ def main() -> None:
         for k in ("env_sps", "inference_sps", "update_sps", "bare_network_sps")
     )
     bound = 1.0 / (1.0 / env_sps + 1.0 / inference_sps + cfg.optim_epochs / update_sps)
-    loop = measure_loop(overrides, max(3 * args.seconds, 20.0))
+    loop = measure_loop(overrides, args.loop_seconds or max(3 * args.seconds, 20.0))
     result = {
         "env_sps": env_sps,
         "inference_sps": inference_sps,
