@@ -47,7 +47,8 @@ def backend_for(device: torch.device, local_world_size: int) -> str:
 
 
 HEARTBEAT_SECONDS = 1.0
-_heartbeats: list[tuple[threading.Event, threading.Thread]] = []  # started by init(), stopped by shutdown()
+# Started by init(), stopped by shutdown(): (stop event, thread, the longest a store call can block).
+_heartbeats: list[tuple[threading.Event, threading.Thread, float]] = []
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Dist:
             else torch.device("cpu")
         )
 
-    def start_heartbeat(self) -> None:
+    def start_heartbeat(self, store_timeout: float) -> None:
         """Each rank stamps the rendezvous store every second, so that when a collective fails
         the survivors can name the rank that stopped stamping.
 
@@ -90,7 +91,7 @@ class Dist:
 
         thread = threading.Thread(target=beat, daemon=True, name="ppo1-heartbeat")
         thread.start()
-        _heartbeats.append((stop, thread))
+        _heartbeats.append((stop, thread, store_timeout))
 
     def describe_failure(self, error: BaseException) -> str:
         """One line naming the rank(s) that went silent, for an error in a collective."""
@@ -231,7 +232,7 @@ def init(timeout_seconds: float, device: torch.device) -> Dist:
         store = attempt_store(world_size, timeout)
         dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     group = Dist(rank, world_size, local_rank, store=dist.distributed_c10d._get_default_store())
-    group.start_heartbeat()
+    group.start_heartbeat(timeout_seconds)
     atexit.register(shutdown)  # also where a process exits without calling it
     return group
 
@@ -241,9 +242,12 @@ _abandoned = False  # a peer is gone: the group is left as it is
 
 def stop_heartbeat() -> None:
     while _heartbeats:
-        stop, thread = _heartbeats.pop()
+        stop, thread, store_timeout = _heartbeats.pop()
         stop.set()
-        thread.join(timeout=10 * HEARTBEAT_SECONDS)
+        # A stamp in flight returns, or fails, within the store's timeout (--dist_timeout). Waiting
+        # less (10 s until this) could leave the thread in the store's C++ call on a loaded machine,
+        # and the interpreter then aborts the process as it finalizes.
+        thread.join(timeout=store_timeout + 2 * HEARTBEAT_SECONDS)
 
 
 def abandon() -> None:

@@ -331,3 +331,25 @@ def test_mpirun_launch(tmp_path):
     assert [int(r["TimestepsSoFar"]) for r in progress_rows(run)] == [128, 256]
     assert (run / "monitor.1.csv").exists()
     assert torch.load(run / "checkpoint.pt", weights_only=True)["world_size"] == 2
+
+
+def test_shutdown_waits_for_a_slow_stamp_to_return(monkeypatch):
+    """A stamp can block as long as the store's timeout; shutdown waits that long, so the heartbeat
+    thread is never left inside the store's C++ call when the interpreter finalizes (an abort).
+    Here a stamp takes 0.5 s and the heartbeat beats every 0.01 s: a join of 10 beats (what it was)
+    would give up after 0.1 s."""
+    import threading
+
+    monkeypatch.setattr(distributed, "HEARTBEAT_SECONDS", 0.01)
+    in_call = threading.Event()
+
+    class SlowStore:
+        def set(self, key, value):
+            in_call.set()
+            time.sleep(0.5)
+
+    distributed.Dist(rank=1, world_size=2, store=SlowStore()).start_heartbeat(store_timeout=2.0)
+    _, thread, _ = distributed._heartbeats[-1]
+    assert in_call.wait(5)
+    distributed.stop_heartbeat()
+    assert not thread.is_alive() and distributed._heartbeats == []
