@@ -42,7 +42,7 @@ from ppo1.device import default_threads, pick_device, torch_threads  # noqa: E40
 from ppo1.envs import VecEnv  # noqa: E402
 from ppo1.envspec import parse_env_name  # noqa: E402
 from ppo1.launch import start  # noqa: E402
-from ppo1.learner import ppo_loss  # noqa: E402
+from ppo1.learner import make_optimizer, ppo_loss  # noqa: E402
 from ppo1.policies import make_policy  # noqa: E402
 from ppo1.rollout import Batch  # noqa: E402
 from ppo1.runfiles import read_progress  # noqa: E402
@@ -85,12 +85,12 @@ def measure_env(cfg, seconds: float) -> float:
     return sps
 
 
-def bare_network_rate(policy, obs: torch.Tensor, seconds: float, sync) -> float:
+def bare_network_rate(policy, obs: torch.Tensor, cfg, seconds: float, sync) -> float:
     """The limit for this network at this batch: its convolutions and hidden layer alone (a copy of
-    the torso, channels_last), on frames already scaled to floats, forward + backward + Adam step;
+    the torso, channels_last), on frames already scaled to floats, forward + backward + the same Adam;
     no heads, no distribution, no loss beyond a mean."""
     torso = copy.deepcopy(policy.torso)
-    optimizer = torch.optim.Adam(torso.parameters(), lr=1e-4, eps=1e-5)
+    optimizer = make_optimizer(torso.parameters(), cfg)
     x = (obs.float() / 255.0).contiguous(memory_format=torch.channels_last)
 
     def step():
@@ -106,7 +106,7 @@ def measure_network(cfg, seconds: float, num_actions: int, in_channels: int) -> 
     device = pick_device(cfg.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     policy = make_policy(cfg, (in_channels, 84, 84), num_actions, True).to(device)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)
+    optimizer = make_optimizer(policy.parameters(), cfg)
     frames = torch.randint(0, 256, (cfg.num_envs, in_channels, 84, 84), dtype=torch.uint8)
     # As in the rollout: the frames come from the emulators on the CPU, the actions go back there.
     inference = rate(lambda: policy.act(frames.to(device))[0].cpu(), cfg.num_envs, seconds, 10, sync)
@@ -124,7 +124,8 @@ def measure_network(cfg, seconds: float, num_actions: int, in_channels: int) -> 
         loss.backward()
         optimizer.step()
 
-    return inference, rate(train_step, mb, seconds, sync=sync), bare_network_rate(policy, obs, seconds, sync)
+    bare = bare_network_rate(policy, obs, cfg, seconds, sync)
+    return inference, rate(train_step, mb, seconds, sync=sync), bare
 
 
 def measure_loop(overrides: dict, seconds: float) -> dict:

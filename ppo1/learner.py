@@ -16,6 +16,14 @@ from ppo1.rollout import Batch, Segment
 from ppo1.timer import Timer
 
 
+def make_optimizer(params, cfg: Config) -> torch.optim.Adam:
+    """Adam, eps 1e-5 as baselines' pposgd_simple passes to MpiAdam. fused: one kernel per step
+    instead of one pass per operation and parameter (measured: 5 ms against 30 ms per step for the
+    large network on one CPU thread, a quarter of the update's time); the same algorithm, rounded
+    differently."""
+    return torch.optim.Adam(params, lr=cfg.optim_stepsize, eps=1e-5, fused=True)
+
+
 def lr_multiplier(timesteps_so_far: int, total_timesteps: int, schedule: str) -> float:
     """pposgd_simple: cur_lrmult = max(1 - t / T, 0) for "linear", 1 for "constant"."""
     if schedule == "constant":

@@ -19,7 +19,7 @@ from ppo1.envs import VecEnv
 from ppo1.envspec import parse_env_name
 from ppo1.errors import RankFailure
 from ppo1.evaluate import evaluate_in_training
-from ppo1.learner import update
+from ppo1.learner import make_optimizer, update
 from ppo1.logger import Logger, Tracker
 from ppo1.policies import make_policy
 from ppo1.rollout import Rollout, Segment
@@ -84,8 +84,7 @@ class Trainer:
         self.envs = self._make_envs()
         env = self.envs[0]
         self.policy = make_policy(cfg, env.observation_shape, env.num_actions, env.discrete).to(device)
-        # baselines' pposgd_simple.learn also passes adam_epsilon=1e-5 to MpiAdam.
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.optim_stepsize, eps=1e-5)
+        self.optimizer = make_optimizer(self.policy.parameters(), cfg)
         if resume is not None:
             self._resume(resume)
         dist.broadcast_state(self.policy, self.optimizer)  # baselines MpiAdam.sync(): identical start
