@@ -18,9 +18,8 @@ from ppo1.timer import Timer
 
 def make_optimizer(params, cfg: Config) -> torch.optim.Adam:
     """Adam, eps 1e-5 as baselines' pposgd_simple passes to MpiAdam. fused: one kernel per step
-    instead of one pass per operation and parameter (measured: 5 ms against 30 ms per step for the
-    large network on one CPU thread, a quarter of the update's time); the same algorithm, rounded
-    differently."""
+    instead of one pass per operation and parameter, the same algorithm rounded differently; the
+    unfused step was a quarter of the update's time (benchmarks/README.md)."""
     return torch.optim.Adam(params, lr=cfg.optim_stepsize, eps=1e-5, fused=True)
 
 
