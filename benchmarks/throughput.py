@@ -129,9 +129,15 @@ def measure_network(cfg, seconds: float, num_actions: int, in_channels: int) -> 
 
 
 def measure_loop(overrides: dict, seconds: float) -> dict:
+    """The real loop for `seconds`, and for 4 iterations at least (a warm-up and 3 timed ones)."""
+    enough_time = stop_after(seconds=seconds)
+
+    def stop_when(trainer) -> bool:
+        return enough_time(trainer) and trainer.counters.iterations >= 4
+
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {**overrides, "checkpoint_dir": tmp, "model_name": "bench", "save_interval": 10**9}
-        start(overrides, fresh=True, stop_when=stop_after(seconds=seconds))
+        start(overrides, fresh=True, stop_when=stop_when)
         rows = read_progress(Path(tmp) / "bench")
     if len(rows) < 3:
         raise SystemExit(f"only {len(rows)} iterations ran; give more --seconds")
