@@ -163,16 +163,19 @@ def load(path: Path, hint: str = TRAIN_HINT) -> dict[str, Any]:
 def what_else(path: Path) -> str | None:
     """What a file is if it is plainly no torch.save file (empty, text, another zip, other bytes);
     None where torch.load must tell (a torch zip, maybe cut short or damaged, or a legacy pickle)."""
-    with path.open("rb") as f:
-        head = f.read(4096)
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+        if head.startswith(b"PK\x03\x04") and zipfile.is_zipfile(path):  # torch.save's, or another zip
+            with zipfile.ZipFile(path) as z:
+                torch_zip = any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist())
+            return None if torch_zip else "a zip archive that torch.save did not write"
+    except (OSError, zipfile.BadZipFile):
+        return None  # unreadable or damaged: torch.load says how, in load()'s one line
     if not head:
         return "an empty file"
-    if head.startswith(b"PK\x03\x04"):  # a zip: torch.save's, or another archive
-        if not zipfile.is_zipfile(path):
-            return None  # cut short: torch.load names what is missing
-        with zipfile.ZipFile(path) as z:
-            torch_zip = any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist())
-        return None if torch_zip else "a zip archive that torch.save did not write"
+    if head.startswith(b"PK\x03\x04"):
+        return None  # a zip cut short: torch.load names what is missing
     if head.startswith(b"\x80"):  # a pickle (torch.save's legacy format): torch.load decides
         return None
     try:
@@ -198,12 +201,13 @@ def check_compatible(state: TrainState, cfg: Config, path: Path) -> None:
     under cfg, naming the mismatch."""
     saved, spec = state.config, parse_env_name(cfg.env_name)
     pairs = {
-        "game": [parse_env_name(saved["env_name"]).title, spec.title],
-        "--model_type": [saved["model_type"], cfg.model_type],
-        "frame stacking": [saved["frame_stacking"], cfg.frame_stacking],
-        "actions": [state.num_actions, env_dims(spec, cfg.frame_stacking)[1]],
+        "game": lambda: (parse_env_name(saved["env_name"]).title, spec.title),
+        "--model_type": lambda: (saved["model_type"], cfg.model_type),
+        "frame stacking": lambda: (saved["frame_stacking"], cfg.frame_stacking),
+        "actions": lambda: (state.num_actions, env_dims(spec, cfg.frame_stacking)[1]),  # makes the env
     }
-    for what, (a, b) in pairs.items():
+    for what, values in pairs.items():
+        a, b = values()
         if a != b:
             raise ConfigError(
                 f"checkpoint {path} has {what} {a}, not {b}; use another --model_name or --fresh"

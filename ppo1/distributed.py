@@ -240,10 +240,15 @@ def init(timeout_seconds: float, device: torch.device) -> Dist:
 _abandoned = False  # a peer is gone: the group is left as it is
 
 
-def stop_heartbeat() -> None:
+def stop_heartbeat(wait_for_store: bool = True) -> None:
+    """wait_for_store False: after a lost rank, where the process exits without finalizing (the CLI's
+    os._exit), so a stamp stuck on a store that no longer answers is not waited for."""
     while _heartbeats:
         stop, thread, store_timeout = _heartbeats.pop()
         stop.set()
+        if not wait_for_store:
+            thread.join(timeout=10 * HEARTBEAT_SECONDS)
+            continue
         # A stamp in flight returns, or fails, within the store's timeout (--dist_timeout). Waiting
         # less (10 s until this) could leave the thread in the store's C++ call on a loaded machine,
         # and the interpreter then aborts the process as it finalizes.
@@ -255,7 +260,7 @@ def abandon() -> None:
     process when a peer is dead."""
     global _abandoned
     _abandoned = True
-    stop_heartbeat()
+    stop_heartbeat(wait_for_store=False)
 
 
 def shutdown() -> None:

@@ -28,6 +28,11 @@ from ppo1.errors import ConfigError
 
 PROGRESS = "progress.csv"
 CONFIG = "config.json"
+# The usual mode of a new file, from the umask read once here: reading it means setting it, which
+# at write time would race with other threads creating files.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 MONITOR_FILE = re.compile(r"monitor(?:\.\d+)?\.csv")  # monitor.csv (rank 0), monitor.<rank>.csv
 
 
@@ -47,9 +52,7 @@ def atomic_write(path: Path, fsync: bool = False) -> Iterator[Pending]:
     checkpoint). On error the temporary file is removed."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give it the usual file mode
+    os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600
     pending = Pending(Path(tmp), path)
     try:
         yield pending

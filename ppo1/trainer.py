@@ -126,6 +126,8 @@ class Trainer:
             self.recent[k].extend(v)
         self.policy.load_state_dict(resume.model)
         self.optimizer.load_state_dict(resume.optimizer)
+        for group in self.optimizer.param_groups:  # a checkpoint from before Adam was fused
+            group["fused"] = True
         self.generator.set_state(resume.generator)
         # Each rank its own generators; a rank the checkpoint has none for (a larger world) keeps its seed.
         if self.dist.rank < len(resume.rank_rngs):
