@@ -1,5 +1,5 @@
 """torch.distributed for ppo1: ranks from torchrun or mpirun, gradient all-reduce, broadcast,
-global advantage moments, episode-stat gathering and baselines' parameter sync check.
+global advantage moments, gathering each rank's games and baselines' parameter sync check.
 
 One process (no launcher) is the world of size 1 and every collective is a no-op.
 """
@@ -178,10 +178,6 @@ class Dist:
         out = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
-
-    def gather(self, values: list[float]) -> list[float]:
-        """Every rank's list, concatenated in rank order (episode scores for rank 0's logs)."""
-        return [v for part in self.gather_object(list(values)) for v in part]
 
     def any(self, flag: bool) -> bool:
         """True on every rank if it is true on any rank (a stop request, for instance)."""

@@ -171,18 +171,24 @@ class Trainer:
 
     def record_iteration(self, seg: Segment) -> int:
         """The counters and last-100 buffers over all ranks, this rank's games in its monitor file.
-        Returns the number of games that ended this iteration (all ranks)."""
+        One gather brings every rank's games and rank 0's clock: every monitor file is written at
+        rank 0's time, the TimeElapsed of progress.csv that plots and resumes match games to (each
+        rank's own clock drifts from it). Returns the number of games that ended this iteration."""
         c, dist = self.counters, self.dist
-        c.elapsed = self.elapsed_at_start + time.perf_counter() - self.session_start
+        mine = self.elapsed_at_start + time.perf_counter() - self.session_start
+        ranks = dist.gather_object((mine, seg.scores, seg.lengths, seg.clipped_returns))
+        c.elapsed = ranks[0][0]
         self.monitor.write(seg.scores, seg.lengths, c.elapsed)
-        scores = dist.gather(seg.scores)
-        self.recent["scores"].extend(scores)
-        self.recent["lengths"].extend(dist.gather(seg.lengths))
-        self.recent["clipped"].extend(dist.gather(seg.clipped_returns))
+        games = 0
+        for _, scores, lengths, clipped in ranks:  # in rank order
+            self.recent["scores"].extend(scores)
+            self.recent["lengths"].extend(lengths)
+            self.recent["clipped"].extend(clipped)
+            games += len(scores)
         c.timesteps += self.cfg.batch_size * dist.world_size
         c.iterations += 1
-        c.episodes += len(scores)
-        return len(scores)
+        c.episodes += games
+        return games
 
     def log_row(self, stats: dict, games: int) -> dict:
         """baselines' logger keys: the losses, then the last-100 real scores, counters and timings."""

@@ -80,7 +80,7 @@ def _collectives_worker(rank: int, port: int, out: str) -> None:
         p.grad = torch.full_like(p, float(rank + 1))
     d.reduce_grads(list(net.parameters()))
     results["grads"] = [float(v) for p in net.parameters() for v in p.grad.flatten()]
-    results["gather"] = d.gather([float(rank)] * (rank + 1))
+    results["gather"] = d.gather_object([float(rank)] * (rank + 1))
     d.check_synced(net, 1)  # identical after the broadcast: no error
     with torch.no_grad():
         if rank == 1:
@@ -103,7 +103,7 @@ def test_collectives_on_two_real_processes(tmp_path):
         assert r["moments"][0] == pytest.approx(float(pooled.mean()))
         assert r["moments"][1] == pytest.approx(float(pooled.std(correction=0)), rel=1e-6)
         assert r["grads"] == [1.5] * 8  # mean of 1 and 2
-        assert r["gather"] == [0.0, 1.0, 1.0]
+        assert r["gather"] == [[0.0], [1.0, 1.0]]
         assert r["diverged"] is not None and "rank 1" in r["diverged"] and "iteration 7" in r["diverged"]
 
 
