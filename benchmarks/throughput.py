@@ -9,9 +9,10 @@ is held against), the serial bound 1 / (1/env + 1/inference + epochs/training), 
 loop's steps/s over whole iterations after one warm-up iteration with its time split, and the
 peak resident memory.
 
-The three phases are measured alone in child processes under both OpenMP wait policies (idle
-threads spinning, OpenMP's usual default, and sleeping, ppo1's default) and the bound takes the
-faster of the two for each phase; the loop runs as `ppo1 train` does.
+The phases are measured alone in child processes under three OpenMP wait policies (idle threads
+spinning, sleeping, and OpenMP's default: spinning a while, then sleeping, which `ppo1 train` runs
+under unless OMP_WAIT_POLICY is set) and the bound takes the fastest for each phase; the loop runs
+as `ppo1 train` does.
 """
 
 from __future__ import annotations
@@ -30,13 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# First, as in `ppo1 train`: importing ppo1 sets the OpenMP wait policy before torch loads.
-from ppo1.cli import add_config_flags  # noqa: E402
-
-# isort: split
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ppo1.cli import add_config_flags  # noqa: E402
 from ppo1.config import resolve  # noqa: E402
 from ppo1.device import default_threads, pick_device, torch_threads  # noqa: E402
 from ppo1.envs import VecEnv  # noqa: E402
@@ -166,16 +164,15 @@ def measure_phases(cfg, seconds: float) -> dict:
 
 
 def phases_by_policy(argv: list[str]) -> dict[str, dict]:
-    """Each phase measured alone in a child process under each OpenMP wait policy."""
+    """Each phase measured alone in a child process under each OpenMP wait policy ("default": unset)."""
     out = {}
-    for policy in ("ACTIVE", "PASSIVE"):
+    for policy in ("ACTIVE", "PASSIVE", "default"):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if policy != "default":
+            env["OMP_WAIT_POLICY"] = policy
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "phases.json"
-            subprocess.run(
-                [sys.executable, __file__, *argv, "--phases_json", str(path)],
-                check=True,
-                env={**os.environ, "OMP_WAIT_POLICY": policy},
-            )
+            subprocess.run([sys.executable, __file__, *argv, "--phases_json", str(path)], check=True, env=env)
             out[policy] = json.loads(path.read_text())
     return out
 
@@ -213,7 +210,7 @@ def main() -> None:
         "update_vs_bare_network": update_sps / bare_sps,
         "serial_bound_sps": bound,
         "phases_by_omp_wait_policy": by_policy,
-        "omp_wait_policy_of_loop": os.environ.get("OMP_WAIT_POLICY"),
+        "omp_wait_policy_of_loop": os.environ.get("OMP_WAIT_POLICY", "default"),
         "train_sps": loop["train_sps"],
         "train_vs_bound": loop["train_sps"] / bound,
         "phase_seconds": loop["phase_seconds"],

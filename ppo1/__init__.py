@@ -4,13 +4,6 @@ The public Python API (nothing else is promised): `train`, `load`, `evaluate_pol
 `Config`, `PRESETS`. They load on first use, so `import ppo1` stays light.
 """
 
-import os as _os
-
-# Idle OpenMP threads sleep instead of spinning, so that torch's workers leave the cores to
-# ale-py's emulator threads between forward passes (measured: README, Throughput). libgomp reads
-# it when torch is first imported, after this line; a value the user set is kept.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 __version__ = "0.1.0"
 __all__ = ["PRESETS", "Agent", "Config", "evaluate_policy", "load", "train"]
 _HOMES = {"train": "api", "load": "api", "evaluate_policy": "api", "Agent": "agent"}

@@ -1,5 +1,5 @@
 """The speed-ups change nothing beyond float rounding: overlapped env groups vs the serial loop;
-and the OpenMP wait policy is set where it takes effect."""
+and ppo1 leaves the OpenMP wait policy to OpenMP or the user."""
 
 from __future__ import annotations
 
@@ -75,14 +75,14 @@ def test_channels_last_network_computes_the_plain_losses():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("user_value", [None, "ACTIVE"])
-def test_openmp_threads_sleep_by_default_before_torch_loads(user_value):
-    """Importing ppo1 (the command or the API) sets OMP_WAIT_POLICY=PASSIVE (README, Throughput)
-    before anything imports torch, since libgomp reads it only then; a value the user set is kept."""
+@pytest.mark.parametrize("user_value", [None, "PASSIVE"])
+def test_openmp_wait_policy_is_left_to_openmp_or_the_user(user_value):
+    """Importing ppo1 (the command or the API) leaves OMP_WAIT_POLICY as it found it: unset, OpenMP's
+    spin-then-sleep default runs the loop fastest (benchmarks/README.md); a value the user set stays."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if user_value:
         env["OMP_WAIT_POLICY"] = user_value
-    for module in ("ppo1.cli", "ppo1"):
-        code = f"import os, sys, {module}; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    for module in ("ppo1.cli", "ppo1", "ppo1.trainer"):
+        code = f"import os, {module}; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-        assert out.stdout.split() == [user_value or "PASSIVE", "False"], (module, out.stderr)
+        assert out.stdout.split() == [user_value or "unset"], (module, out.stderr)
