@@ -10,7 +10,8 @@
 # Every check runs the default preset, whatever it is; run folders are found, not named.
 # Run from the repository root with the project installed: bash benchmarks/gpu_check.sh
 # A dry run of the script itself on a CPU (tests/test_gpu_check.py):
-#   DEVICE=cpu PONG_SECONDS=10 PHASE_SECONDS=1 LOOP_SECONDS=4 NUM_ENVS=2 HORIZON=32 bash benchmarks/gpu_check.sh
+#   DEVICE=cpu PONG_SECONDS=10 PHASE_SECONDS=1 LOOP_SECONDS=4 NUM_ENVS=2 HORIZON=32 \
+#   PONG_FLAGS="--num_envs 2 --timesteps_per_actorbatch 32" bash benchmarks/gpu_check.sh
 # Results: JSON files under $OUT (default gpu-check/), summary.json beside them. Exits non-zero
 # if a check fails; the checks after it still run.
 set -uo pipefail
@@ -22,6 +23,7 @@ PHASE_SECONDS="${PHASE_SECONDS:-5}"
 NUM_ENVS="${NUM_ENVS:-8}"  # envs per process in (a) and (b); (a) also runs 4x as many
 HORIZON="${HORIZON:-128}"  # steps per env per iteration in (b)
 LOOP_SECONDS="${LOOP_SECONDS:-}"  # seconds of throughput.py's real loop (default: its own)
+PONG_FLAGS="${PONG_FLAGS:-}"  # flags added to (c); none on a GPU (the dry run shrinks its iterations)
 LOOP=(${LOOP_SECONDS:+--loop_seconds "$LOOP_SECONDS"})
 mkdir -p "$OUT"
 WORK="$(mktemp -d)"
@@ -77,12 +79,14 @@ EOF
 
 # (c) 5 minutes of Pong on the GPU
 note "(c) ppo1 train --device $DEVICE, Pong, $PONG_SECONDS s"
-timeout -s INT "$PONG_SECONDS" ppo1 train --device "$DEVICE" --checkpoint_dir "$WORK/pong" > "$WORK/pong.txt" 2>&1
+timeout -s INT "$PONG_SECONDS" ppo1 train --device "$DEVICE" --checkpoint_dir "$WORK/pong" $PONG_FLAGS > "$WORK/pong.txt" 2>&1
 tail -n 2 "$WORK/pong.txt" | tee -a "$OUT/log.txt"
 PONG_RUN="$(ls -d "$WORK"/pong/*/ 2>/dev/null | head -n 1)"
 python - "${PONG_RUN}progress.csv" "$OUT/pong-5min.json" <<'EOF' || status=1
 import csv, json, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
+if not rows:
+    sys.exit("Pong: no iteration finished in the time given")
 last = rows[-1]
 result = {k: float(last[k]) for k in ("TimestepsSoFar", "TimeElapsed", "StepsPerSecond", "EpRewMean")}
 result["time_split"] = {k: sum(float(r[k]) for r in rows[1:]) for k in ("TimeEnv", "TimeInference", "TimeUpdate")}
