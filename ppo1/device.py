@@ -1,8 +1,9 @@
 """Where the network runs and on how many threads: --device, --torch_threads, --env_threads.
 
 OMP_WAIT_POLICY is left to OpenMP's default (idle threads spin a while, then sleep): in the large
-network's loop it ran 22% faster than sleeping at once (PASSIVE, ppo1's earlier setting) and 6%
-faster than spinning always (ACTIVE) (benchmarks/README.md, "OpenMP wait policy").
+network's loop it ran 26% faster than sleeping at once (PASSIVE, ppo1's earlier setting) and 7%
+faster than spinning always (ACTIVE) (benchmarks/README.md, "Which OpenMP wait policy runs the loop
+fastest?").
 """
 
 from __future__ import annotations
