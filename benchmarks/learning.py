@@ -13,18 +13,22 @@ training games, evaluation mean and std, agent steps, frames, wall time, steps/s
 agent step and wall time at which the last-100 mean reached --target, and the last-100 mean at the
 --at steps; a game's agent step is the real step counter (progress.csv's TimestepsSoFar) at the end
 of the iteration in which it ended, matched by the training clock (monitor.csv's t); seeds already in
-results.json from a run with the same settings are kept, so seeds can be run one at a time) and
-curve.png from `ppo1 plot` over every run folder in --out.
+results.json from a run with the same settings are kept, so seeds can be run one at a time, or at
+once into one --out) and curve.png from `ppo1 plot` over every run folder in --out.
 Cost: --minutes x --seeds of machine time, plus evaluation (a few minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -66,6 +70,17 @@ def last100_at(games: list[tuple[float, int, float]], step: int, total: int) -> 
     if not last or step > total:
         return None
     return sum(last) / len(last)
+
+
+@contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on folder: seeds run at once into one --out merge results.json in turn."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def main() -> None:
@@ -160,26 +175,27 @@ def main() -> None:
                 "last100_at": {str(a): last100_at(games, a, counters.timesteps) for a in at},
             }
         )
-    runs = [str(args.out / r) for r in sorted(p.name for p in args.out.iterdir() if p.is_dir())]
-    subprocess.run(
-        [sys.executable, "-m", "ppo1", "plot", *runs, "-o", str(args.out / "curve.png")], check=True
-    )
-    kept = []  # seeds run earlier into the same folder with the same settings stay in results.json
-    old = args.out / "results.json"
-    if old.exists():
-        prev = json.loads(old.read_text())
-        if (prev["env_name"], prev["minutes"], prev.get("max_steps"), prev["settings"]) == (
-            args.env_name,
-            args.minutes,
-            args.max_steps,
-            overrides,
-        ):
-            ran = {r["seed"] for r in results}
-            kept = [r for r in prev["seeds"] if r["seed"] not in ran]
-    seeds = sorted(kept + results, key=lambda r: r["seed"])
-    summary = {"env_name": args.env_name, "minutes": args.minutes, "max_steps": args.max_steps}
-    summary |= {"settings": overrides, "seeds": seeds}
-    (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with locked(args.out):
+        runs = [str(args.out / r) for r in sorted(p.name for p in args.out.iterdir() if p.is_dir())]
+        subprocess.run(
+            [sys.executable, "-m", "ppo1", "plot", *runs, "-o", str(args.out / "curve.png")], check=True
+        )
+        kept = []  # seeds run earlier into the same folder with the same settings stay in results.json
+        old = args.out / "results.json"
+        if old.exists():
+            prev = json.loads(old.read_text())
+            if (prev["env_name"], prev["minutes"], prev.get("max_steps"), prev["settings"]) == (
+                args.env_name,
+                args.minutes,
+                args.max_steps,
+                overrides,
+            ):
+                ran = {r["seed"] for r in results}
+                kept = [r for r in prev["seeds"] if r["seed"] not in ran]
+        seeds = sorted(kept + results, key=lambda r: r["seed"])
+        summary = {"env_name": args.env_name, "minutes": args.minutes, "max_steps": args.max_steps}
+        summary |= {"settings": overrides, "seeds": seeds}
+        (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     for r in results:
         hit = f"reached {args.target} at step {r['target_step']}" if r["target_step"] else "not reached"
         hit = hit if args.target is not None else "no target"

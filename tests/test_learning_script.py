@@ -18,7 +18,7 @@ from ppo1.runfiles import MonitorWriter, drop_rows_after
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from learning import last100_at, reached, read_monitor  # noqa: E402
+from learning import last100_at, locked, reached, read_monitor  # noqa: E402
 
 TARGET = 25.0  # CartPole's random policy scores about 22, so a full window of 100 games decides
 
@@ -57,6 +57,19 @@ def test_stop_at_target_needs_a_target(tmp_path):
     r = learning(tmp_path / "out", "--stop_at_target")
     assert r.returncode == 2 and r.stderr.startswith("learning.py: --stop_at_target needs --target")
     assert len(r.stderr.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_seeds_run_at_once_merge_results_in_turn(tmp_path):
+    """The lock learning.py holds while it merges results.json keeps a second process out until
+    it is released."""
+    grab = (
+        "import fcntl, os, sys; fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    )
+    other = [sys.executable, "-c", grab, str(tmp_path)]
+    with locked(tmp_path):
+        held = subprocess.run(other, capture_output=True, text=True)
+    assert held.returncode == 1 and "BlockingIOError" in held.stderr
+    assert subprocess.run(other).returncode == 0
 
 
 GAME, ITERATION = 350, 1000  # agent steps of every game and of every iteration (1 env, 10 s each)
