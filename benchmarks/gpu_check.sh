@@ -10,8 +10,8 @@
 # Every check runs the default preset, whatever it is; run folders are found, not named.
 # Run from the repository root with the project installed: bash benchmarks/gpu_check.sh
 # A dry run of the script itself on a CPU (tests/test_gpu_check.py):
-#   DEVICE=cpu PONG_SECONDS=10 PHASE_SECONDS=1 LOOP_SECONDS=4 NUM_ENVS=2 HORIZON=32 \
-#   PONG_FLAGS="--num_envs 2 --timesteps_per_actorbatch 32" bash benchmarks/gpu_check.sh
+#   DEVICE=cpu PONG_SECONDS=300 PHASE_SECONDS=1 LOOP_SECONDS=4 NUM_ENVS=2 HORIZON=32 \
+#   PONG_FLAGS="--num_envs 2 --timesteps_per_actorbatch 32 --env_steps 128" bash benchmarks/gpu_check.sh
 # Results: JSON files under $OUT (default gpu-check/), summary.json beside them. Exits non-zero
 # if a check fails; the checks after it still run.
 set -uo pipefail
@@ -83,8 +83,8 @@ timeout -s INT "$PONG_SECONDS" ppo1 train --device "$DEVICE" --checkpoint_dir "$
 tail -n 2 "$WORK/pong.txt" | tee -a "$OUT/log.txt"
 PONG_RUN="$(ls -d "$WORK"/pong/*/ 2>/dev/null | head -n 1)"
 python - "${PONG_RUN}progress.csv" "$OUT/pong-5min.json" <<'EOF' || status=1
-import csv, json, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
+import csv, json, os, sys
+rows = list(csv.DictReader(open(sys.argv[1]))) if os.path.exists(sys.argv[1]) else []
 if not rows:
     sys.exit("Pong: no iteration finished in the time given")
 last = rows[-1]

@@ -3,12 +3,14 @@ evaluation output were recorded before the code was last reshaped (tests/golden/
 
 A change that is meant to alter what ppo1 computes (a new default, a fix) re-records them, on
 purpose and in its own commit: `python tests/test_golden.py --record`. A refactor must leave them
-as they are. The values are exact for this torch version on a CPU of this kind: a torch upgrade or
-another CPU may round differently, which the test reports as a skip, not a failure.
+as they are. The values are exact for this torch version on a CPU that rounds as the recording one
+did (`rounding()`: the same digest of a few layers' bits): a torch upgrade or another CPU may round
+differently, which the test reports as a skip, not a failure.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -59,7 +61,41 @@ CLOCKS = ("Time", "StepsPerSecond")
 
 
 def machine() -> dict:
-    return dict(torch=torch.__version__, cpu=platform.machine(), python=platform.python_version()[:4])
+    return dict(
+        torch=torch.__version__,
+        cpu=platform.machine(),
+        python=platform.python_version()[:4],
+        rounding=rounding(),
+    )
+
+
+@functools.cache
+def rounding() -> str:
+    """How this CPU and torch round what the runs compute: a digest of the bits of the large
+    network's layers and a small MLP, forward and backward, and a fused Adam step, on one thread.
+    Two x86_64 CPUs (AVX2 and another kind) rounded the same code's runs differently."""
+    nn, threads = torch.nn, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            cnn = nn.Sequential(
+                *(nn.Conv2d(4, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU()),
+                *(nn.Conv2d(64, 64, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.Linear(512, 6)),
+            ).to(memory_format=torch.channels_last)
+            mlp = nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 2))
+            frames = torch.rand(32, 4, 84, 84).contiguous(memory_format=torch.channels_last)
+            loss = cnn(frames).log_softmax(-1).sum() + mlp(torch.randn(64, 4)).square().mean()
+            loss.backward()
+            params = [*cnn.parameters(), *mlp.parameters()]
+            grads = [p.grad.clone() for p in params]
+            torch.optim.Adam(params, lr=1e-3, eps=1e-5, fused=True).step()
+        h = hashlib.sha256()
+        for t in [*grads, *params]:
+            h.update(t.detach().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def weights_digest(path: Path) -> str:

@@ -61,7 +61,9 @@ def test_one_minibatch_loss_and_gradients_are_unchanged(case):
     assert set(now["grads"]) == set(golden["grads"])
     for name, (total, norm) in golden["grads"].items():
         assert now["grads"][name][1] == pytest.approx(norm, rel=1e-4, abs=1e-8), name
-        assert now["grads"][name][0] == pytest.approx(total, rel=1e-3, abs=1e-6 * max(norm, 1e-3)), name
+        # A sum whose terms cancel (the logits' weights: exactly 0 in exact arithmetic) keeps only
+        # rounding, of the order of the norm: another CPU's kernels moved it by up to 7e-6 x norm.
+        assert now["grads"][name][0] == pytest.approx(total, rel=1e-3, abs=2e-5 * max(norm, 1e-3)), name
 
 
 if __name__ == "__main__":
